@@ -1,0 +1,163 @@
+"""Stage 1 of the lecture, pretraining: a token simulator trained from scratch on a text corpus.
+
+    python recipes/pretrain.py --config recipes/tiny/pretrain.yaml
+    accelerate launch recipes/pretrain.py --config recipes/tiny/pretrain.yaml --max_steps 100
+
+Corpus -> BPE tokenizer (train split only) -> packed blocks -> a Llama-style model built from the recipe ->
+`transformers.Trainer` -> validation bits per byte -> a Hugging Face folder (`runs/<recipe>/base` by default)
+that `AutoModelForCausalLM` loads. Every recipe field can be overridden on the command line.
+"""
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ScriptArguments
+
+from deepdive.configs import PretrainArguments, parse_recipe
+from deepdive.data import load_corpus, packed_dataset, tokenize_documents
+from deepdive.errors import DeepdiveError
+from deepdive.evaluation import bits_per_byte
+from deepdive.modeling import build_llama_config, build_model, count_parameters
+from deepdive.tokenizer import bytes_per_token, token_byte_lengths, train_tokenizer
+from deepdive.training import (
+    SampleGenerationCallback,
+    bits_per_byte_metric,
+    collate_blocks,
+    default_generation_config,
+    sum_token_nll,
+    write_metrics,
+)
+
+
+logger = logging.getLogger("deepdive.pretrain")
+
+
+def main(script_args: ScriptArguments, args: PretrainArguments, training_args: TrainingArguments) -> dict:
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "tensorboard"))
+
+    # Data: documents with a train split and a held-out validation split
+    corpus = load_corpus(
+        dataset_name=script_args.dataset_name,
+        dataset_config=script_args.dataset_config,
+        data_files=args.data_files,
+        text_column=args.text_column,
+        train_split=script_args.dataset_train_split,
+        validation_split=script_args.dataset_test_split,
+        validation_size=args.validation_size,
+        streaming=script_args.dataset_streaming,
+        seed=training_args.seed,
+    )
+
+    # Tokenizer: trained on the train split only, unless the recipe names one
+    if args.tokenizer_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
+    else:
+        tokenizer = train_tokenizer(corpus["train"]["text"], args.vocab_size or 4096)
+    validation_bytes_per_token = bytes_per_token(tokenizer, corpus["validation"]["text"])
+    logger.info(
+        "tokenizer: %d tokens, %.3f bytes/token on the validation split", len(tokenizer), validation_bytes_per_token
+    )
+
+    # Model: Llama-style, sized by the recipe
+    config = build_llama_config(
+        tokenizer,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        num_key_value_heads=args.num_key_value_heads,
+        intermediate_size=args.intermediate_size,
+        max_position_embeddings=args.seq_len,
+        rope_theta=args.rope_theta,
+        vocab_size=args.vocab_size,
+    )
+    model = build_model(config, seed=training_args.seed)
+    n_params = count_parameters(model)
+    logger.info("model: %.2fM parameters", n_params / 1e6)
+
+    # Packed blocks of seq_len tokens, no padding
+    tokenized = tokenize_documents(corpus, tokenizer)
+    train_blocks = packed_dataset(tokenized["train"], args.seq_len)
+    eval_blocks = packed_dataset(tokenized["validation"], args.seq_len)
+    if args.max_eval_blocks and args.max_eval_blocks < len(eval_blocks):  # spread over all validation plays
+        eval_blocks = eval_blocks.select(np.linspace(0, len(eval_blocks) - 1, args.max_eval_blocks).astype(int))
+    token_bytes = token_byte_lengths(tokenizer)
+
+    # Train
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_blocks,
+        eval_dataset=eval_blocks,
+        processing_class=tokenizer,
+        data_collator=collate_blocks,
+        compute_metrics=bits_per_byte_metric(token_bytes),
+        preprocess_logits_for_metrics=sum_token_nll,
+        callbacks=[SampleGenerationCallback(tokenizer, args.sample_prompts, args.sample_max_new_tokens)],
+    )
+    started = time.time()
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    train_seconds = time.time() - started
+
+    # Final metric: bits per byte over the whole validation split, every byte scored once
+    validation_stream = [token for doc in tokenized["validation"]["input_ids"] for token in doc]
+    validation_stream.insert(0, tokenizer.eos_token_id)  # the first document, too, starts after a separator
+    final = bits_per_byte(
+        trainer.model,
+        validation_stream,
+        token_bytes,
+        seq_len=args.seq_len,
+        stride=args.eval_stride or args.seq_len // 2,
+        batch_size=training_args.per_device_eval_batch_size,
+        autocast_dtype=torch.bfloat16 if training_args.bf16 else None,
+        progress=True,
+    )
+
+    # Save: model + tokenizer + generation config + metrics, in plain Hugging Face format
+    model.generation_config = default_generation_config(tokenizer)
+    trainer.save_model(str(output_dir))
+    metrics = {
+        "stage": "pretrain",
+        "val_bits_per_byte": final["bits_per_byte"],
+        "val_loss_per_token": final["loss"],
+        "val_tokens": final["tokens"],
+        "val_bytes": final["bytes"],
+        "val_bytes_per_token": validation_bytes_per_token,
+        "parameters": n_params,
+        "train_tokens": train_result.global_step * _tokens_per_step(training_args, args.seq_len),
+        "train_seconds": train_seconds,
+        "train_loss": train_result.training_loss,
+        "train_tokens_per_second": train_result.global_step
+        * _tokens_per_step(training_args, args.seq_len)
+        / train_seconds,
+    }
+    if trainer.is_world_process_zero():
+        write_metrics(output_dir, metrics)
+    logger.info("val bits per byte %.4f -> %s", final["bits_per_byte"], output_dir)
+    return metrics
+
+
+def _tokens_per_step(training_args: TrainingArguments, seq_len: int) -> int:
+    return (
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * training_args.world_size
+        * seq_len
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
+    try:
+        main(*parse_recipe((ScriptArguments, PretrainArguments, TrainingArguments)))
+    except DeepdiveError as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,133 @@
+"""Recipe parsing: YAML recipes and command-line overrides into the libraries' own dataclasses.
+
+A recipe is a flat YAML list of fields of `transformers.TrainingArguments` / TRL's configs plus the one
+small dataclass of ours below for what the libraries lack (corpus, tokenizer and model shape). Parsing goes
+through TRL's `TrlParser`, so `--config recipe.yaml` and `--field value` overrides behave as in TRL's own
+scripts. On top, every YAML value is converted with its field's type (PyYAML reads `3e-4` as a string) and a
+bad field stops the run with one line naming the file, the field and what is valid.
+"""
+
+import argparse
+import difflib
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+from trl import TrlParser
+
+from deepdive.errors import RecipeError
+
+
+@dataclass
+class PretrainArguments:
+    """What pretraining needs beyond `TrainingArguments` and TRL's `ScriptArguments`."""
+
+    # Data
+    data_files: list[str] | None = field(
+        default=None, metadata={"help": "Local .txt/.jsonl files to pretrain on instead of `dataset_name`."}
+    )
+    text_column: str = field(default="text", metadata={"help": "Column (or JSONL key) that holds the text."})
+    validation_size: float = field(
+        default=0.05, metadata={"help": "Share of documents held out when the data has no validation split."}
+    )
+    # Tokenizer
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Use this tokenizer (folder or Hub id) instead of training one."}
+    )
+    vocab_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "BPE vocabulary size, special tokens included (4096 when a tokenizer is trained). With "
+            "`tokenizer_name_or_path`, the model's embedding size (default: the tokenizer's length)."
+        },
+    )
+    # Model
+    hidden_size: int = field(default=256, metadata={"help": "Width of the residual stream."})
+    num_hidden_layers: int = field(default=4, metadata={"help": "Number of transformer blocks."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Query heads per block."})
+    num_key_value_heads: int | None = field(default=None, metadata={"help": "Key/value heads (GQA); default: all."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "SwiGLU width; default ~8/3 x hidden."})
+    seq_len: int = field(default=256, metadata={"help": "Tokens per packed training block (the context length)."})
+    rope_theta: float = field(default=10000.0, metadata={"help": "RoPE base frequency."})
+    # Evaluation
+    eval_stride: int | None = field(
+        default=None, metadata={"help": "Window stride of the final val bits-per-byte pass; default seq_len // 2."}
+    )
+    max_eval_blocks: int | None = field(
+        default=None, metadata={"help": "Validation blocks used by the periodic evals; default: all of them."}
+    )
+    sample_prompts: list[str] = field(
+        default_factory=list, metadata={"help": "Prompts continued and logged at every evaluation."}
+    )
+    sample_max_new_tokens: int = field(default=64, metadata={"help": "Length of each logged sample."})
+
+
+def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple:
+    """Parse `--config <yaml>` plus command-line overrides into instances of `dataclass_types`."""
+    parser = TrlParser(dataclass_types)
+    args = list(sys.argv[1:] if args is None else args)
+    if "--config" in args:
+        at = args.index("--config")
+        if at + 1 >= len(args):
+            raise RecipeError("--config: give the path of a YAML recipe")
+        config_path = args[at + 1]
+        recipe = read_recipe(config_path, parser)
+        args = args[:at] + args[at + 2 :]
+        parser.set_defaults_with_config(**recipe)
+    *parsed, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    unknown = [arg for arg in remaining if arg.startswith("--")]
+    if remaining:
+        flag = (unknown or remaining)[0]
+        raise RecipeError(f"unknown argument '{flag}'{_did_you_mean(flag.lstrip('-'), parser)}")
+    return tuple(parsed)
+
+
+def _did_you_mean(name: str, parser) -> str:
+    close = difflib.get_close_matches(name, [action.dest for action in parser._actions], n=3)
+    return f"; did you mean {', '.join(close)}?" if close else "; see `--help` for the valid fields"
+
+
+def read_recipe(config_path: str, parser) -> dict:
+    """Load a YAML recipe and convert each value with its field's type; raise RecipeError on a bad field."""
+    try:
+        with open(config_path, encoding="utf-8") as file:
+            recipe = yaml.safe_load(file) or {}
+    except FileNotFoundError:
+        raise RecipeError(f"--config: {config_path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{config_path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{config_path}: a recipe is a mapping of field: value")
+    actions = {action.dest: action for action in parser._actions}
+    converted = {}
+    for name, value in recipe.items():
+        if name == "env":
+            continue
+        action = actions.get(name)
+        if action is None or name == "help":
+            raise RecipeError(f"{config_path}: unknown field '{name}'{_did_you_mean(name, parser)}")
+        converted[name] = _convert(config_path, name, value, action)
+    return converted
+
+
+def _convert(config_path: str, name: str, value, action):
+    if value is None:
+        return None
+    many = action.nargs in ("+", "*")
+    if many and not isinstance(value, list):
+        raise RecipeError(f"{config_path}: field '{name}' takes a list, got {value!r}")
+    if not many and isinstance(value, (list, dict)) and action.type is not None and action.type is not str:
+        raise RecipeError(f"{config_path}: field '{name}' takes one value, got {value!r}")
+    values = value if many else [value]
+    if action.type is not None and not isinstance(value, dict):
+        try:
+            values = [action.type(str(item) if not isinstance(item, bool) else str(item).lower()) for item in values]
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            kind = getattr(action.type, "__name__", str(action.type)).replace("string_to_bool", "bool")
+            raise RecipeError(f"{config_path}: field '{name}' must be {kind}, got {value!r}") from None
+    if action.choices is not None:
+        for item in values:
+            if item not in action.choices:
+                valid = ", ".join(str(choice) for choice in action.choices)
+                raise RecipeError(f"{config_path}: field '{name}' is {item!r}; valid values: {valid}")
+    return values if many else values[0]

@@ -1,0 +1,70 @@
+"""Sampling from a causal LM: load a model folder, continue a prompt, stream tokens as they are drawn.
+
+Temperature, top-k and top-p are the knobs the lecture shows on the token simulator; the seed makes a draw
+repeatable. Streaming goes through `transformers.TextStreamer`, so what a person sees is exactly what
+`generate` produces.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
+
+from deepdive.errors import DataError
+
+
+def load_model_and_tokenizer(model_name_or_path: str):
+    """Load a model folder (or Hub id) for inference, weights from safetensors only."""
+    if not Path(model_name_or_path).is_dir() and os.sep in model_name_or_path:
+        raise DataError(f"--model: {model_name_or_path} is not a model folder")
+    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, use_safetensors=True)
+    model.eval()
+    return model, tokenizer
+
+
+class _FlushingStreamer(TextStreamer):
+    def __init__(self, tokenizer, stream):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.stream = stream
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        self.stream.write(text + ("\n" if stream_end else ""))
+        self.stream.flush()
+
+
+@torch.no_grad()
+def sample_text(
+    model_name_or_path: str,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int = 50,
+    top_p: float = 1.0,
+    seed: int = 0,
+    num_samples: int = 1,
+    stream=None,
+) -> list[str]:
+    """Continue `prompt` `num_samples` times; write each token to `stream` as it comes; return the texts."""
+    model, tokenizer = load_model_and_tokenizer(model_name_or_path)
+    bos = tokenizer.bos_token or ""
+    inputs = tokenizer(bos + prompt, return_tensors="pt", add_special_tokens=False)
+    greedy = temperature == 0
+    texts = []
+    for index in range(num_samples):
+        torch.manual_seed(seed + index)
+        if stream is not None:
+            stream.write(prompt)
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else temperature,
+            top_k=None if greedy or top_k == 0 else top_k,
+            top_p=None if greedy else top_p,
+            streamer=_FlushingStreamer(tokenizer, stream) if stream is not None else None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        texts.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+    return texts

@@ -1,0 +1,109 @@
+"""Training plumbing shared by the recipe scripts: metrics during eval, sample generations, saving a run.
+
+The recipes stay linear (parse -> data -> tokenizer -> model -> trainer -> train -> save); what they have in
+common lives here once: turning eval loss into bits per byte inside the Trainer's own eval loop, logging a
+few sample generations at each eval so a person can watch the token simulator learn, and writing the
+finished run (model, tokenizer, generation config, metrics JSON) in plain Hugging Face format.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig, TrainerCallback
+
+
+def collate_blocks(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack packed blocks; the labels are the inputs (the model shifts them by one itself)."""
+    input_ids = torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)
+    return {"input_ids": input_ids, "labels": input_ids}
+
+
+def sum_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row sum of next-token NLL in nats: `preprocess_logits_for_metrics`, so no logits are kept."""
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, 1:], reduction="none")
+    return nll.sum(dim=1)
+
+
+def bits_per_byte_metric(token_bytes: list[int]):
+    """`compute_metrics` for packed blocks: every target token of every block scored once."""
+    byte_table = np.asarray(token_bytes, dtype=np.float64)
+
+    def compute_metrics(eval_prediction) -> dict[str, float]:
+        total_nll = float(np.sum(eval_prediction.predictions, dtype=np.float64))
+        total_bytes = float(byte_table[eval_prediction.label_ids[:, 1:]].sum())
+        return {"bits_per_byte": total_nll / (math.log(2) * total_bytes)}
+
+    return compute_metrics
+
+
+class SampleGenerationCallback(TrainerCallback):
+    """At each evaluation, continue a few prompts and log the text (stdout, `samples.jsonl`, TensorBoard)."""
+
+    def __init__(self, tokenizer, prompts: list[str], max_new_tokens: int = 64, seed: int = 0):
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.max_new_tokens = max_new_tokens
+        self.seed = seed
+        self._writer = None
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        if not self.prompts or model is None or not state.is_world_process_zero:
+            return
+        samples = generate_samples(model, self.tokenizer, self.prompts, self.max_new_tokens, self.seed, args.bf16)
+        output_dir = Path(args.output_dir)
+        with open(output_dir / "samples.jsonl", "a", encoding="utf-8") as file:
+            for prompt, text in samples:
+                file.write(json.dumps({"step": state.global_step, "prompt": prompt, "sample": text}) + "\n")
+        print(f"\n--- samples at step {state.global_step} ---")
+        for prompt, text in samples:
+            print(f"{prompt}{text}\n")
+        if "tensorboard" in (args.report_to or []):
+            if self._writer is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(log_dir=os.environ["TENSORBOARD_LOGGING_DIR"])
+            markdown = "\n\n".join(f"**{p}**{t}".replace("\n", "  \n") for p, t in samples)
+            self._writer.add_text("samples", markdown, state.global_step)
+            self._writer.flush()
+
+
+@torch.no_grad()
+def generate_samples(model, tokenizer, prompts, max_new_tokens: int, seed: int, bf16: bool):
+    """Sampled continuations (top-k 50, temperature 0.8), reproducible through `seed`."""
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    samples = []
+    device = next(model.parameters()).device
+    for prompt in prompts:
+        inputs = tokenizer(tokenizer.bos_token + prompt, return_tensors="pt", add_special_tokens=False).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, top_k=50, temperature=0.8)
+        samples.append((prompt, tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)))
+    model.train(was_training)
+    return samples
+
+
+def default_generation_config(tokenizer) -> GenerationConfig:
+    """The generation settings saved with every model: sampling, stop at the tokenizer's EOS."""
+    return GenerationConfig(
+        do_sample=True,
+        temperature=0.8,
+        top_k=50,
+        max_new_tokens=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def write_metrics(output_dir: str | Path, metrics: dict, name: str = "metrics.json") -> Path:
+    """Write `metrics` as pretty JSON into the run folder and return the path."""
+    path = Path(output_dir) / name
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,32 @@
+"""Shared fixtures: one micro pretraining run for the whole session (a few seconds on 2 cores)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_recipe(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `recipes/<script>` in a subprocess the way a user does, return the finished process."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def micro_base(tmp_path_factory) -> Path:
+    """A model folder written by `recipes/pretrain.py` on the micro recipe."""
+    output_dir = tmp_path_factory.mktemp("micro") / "base"
+    run_recipe("pretrain.py", "--config", "recipes/micro/pretrain.yaml", "--output_dir", str(output_dir))
+    return output_dir

@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers.trainer_utils import EvalPrediction
+
+from deepdive.evaluation import bits_per_byte, window_starts
+from deepdive.training import bits_per_byte_metric, sum_token_nll
+
+
+class UnigramModel(torch.nn.Module):
+    """Predicts the same distribution at every position, whatever the context."""
+
+    def __init__(self, probabilities):
+        super().__init__()
+        self.log_probs = torch.nn.Parameter(torch.log(torch.tensor(probabilities)))
+
+    def forward(self, input_ids):
+        batch, length = input_ids.shape
+        return type("Output", (), {"logits": self.log_probs.expand(batch, length, -1)})
+
+
+@pytest.mark.parametrize("n_tokens, seq_len, stride", [(10, 4, 3), (10, 4, 2), (3, 4, 3), (57, 8, 1), (100, 16, 5)])
+def test_windows_score_every_target_exactly_once(n_tokens, seq_len, stride):
+    scored = []
+    for start, first_target in window_starts(n_tokens, seq_len, stride):
+        assert start <= first_target - 1  # the first scored target has its window's token before it
+        scored += range(first_target, min(start + seq_len, n_tokens))
+    assert scored == list(range(1, n_tokens))
+
+
+def test_bits_per_byte_matches_a_hand_computed_case():
+    # Vocabulary: 0 = separator (0 bytes), 1 = "a" (1 byte), 2 = "bc" (2 bytes), 3 = "é" (2 bytes).
+    probabilities = [0.1, 0.5, 0.25, 0.15]
+    token_bytes = [0, 1, 2, 2]
+    tokens = [0, 1, 2, 3, 1, 1, 0, 2]
+    # Targets are tokens[1:]; each costs -ln p(token) nats.
+    nats = -sum(math.log(probabilities[t]) for t in tokens[1:])
+    n_bytes = sum(token_bytes[t] for t in tokens[1:])  # 1 + 2 + 2 + 1 + 1 + 0 + 2 = 9
+    expected = nats / (math.log(2) * n_bytes)
+    model = UnigramModel(probabilities)
+    for stride in (1, 2, 3):
+        result = bits_per_byte(model, tokens, token_bytes, seq_len=4, stride=stride, batch_size=2)
+        assert result["bits_per_byte"] == pytest.approx(expected, rel=1e-6)
+        assert result["bytes"] == 9 and result["tokens"] == 7
+
+
+def test_trainer_metric_agrees_with_the_stream_metric():
+    probabilities = [0.1, 0.5, 0.25, 0.15]
+    token_bytes = [0, 1, 2, 2]
+    blocks = torch.tensor([[0, 1, 2, 3], [3, 1, 1, 0]])
+    logits = torch.log(torch.tensor(probabilities)).expand(2, 4, -1)
+    per_row = sum_token_nll(logits, blocks)
+    metric = bits_per_byte_metric(token_bytes)(EvalPrediction(predictions=per_row.numpy(), label_ids=blocks.numpy()))
+    targets = blocks[:, 1:].flatten().tolist()
+    expected = -sum(math.log(probabilities[t]) for t in targets) / (math.log(2) * sum(token_bytes[t] for t in targets))
+    assert metric["bits_per_byte"] == pytest.approx(expected, rel=1e-6)
+    assert np.all(per_row.numpy() > 0)
+
+
+def test_a_better_model_scores_fewer_bits():
+    token_bytes = [0, 1, 1, 1]
+    tokens = [0] + [1, 1, 1, 2] * 10
+    good = bits_per_byte(UnigramModel([0.01, 0.74, 0.24, 0.01]), tokens, token_bytes, seq_len=8)
+    uniform = bits_per_byte(UnigramModel([0.25] * 4), tokens, token_bytes, seq_len=8)
+    assert uniform["bits_per_byte"] == pytest.approx(2.0)
+    assert good["bits_per_byte"] < uniform["bits_per_byte"]

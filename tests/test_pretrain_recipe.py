@@ -1,0 +1,112 @@
+"""End to end: `recipes/pretrain.py` on the micro recipe, as a user runs it, and the result loaded anywhere."""
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+from conftest import REPO, run_recipe
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, pipeline
+from trl import ScriptArguments
+
+from deepdive.configs import PretrainArguments, parse_recipe
+from deepdive.data import build_shakespeare
+
+
+def test_writes_a_hugging_face_model_folder(micro_base):
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "metrics.json"):
+        assert (micro_base / name).is_file(), name
+    assert not list(micro_base.glob("*.bin")) or [p.name for p in micro_base.glob("*.bin")] == ["training_args.bin"]
+    metrics = json.loads((micro_base / "metrics.json").read_text())
+    assert math.isfinite(metrics["val_bits_per_byte"]) and 0 < metrics["val_bits_per_byte"] < 8
+    assert metrics["val_bytes"] == 527014  # the whole validation split, every byte scored
+    assert metrics["train_tokens"] == 6 * 4 * 32  # max_steps x batch x seq_len
+
+
+def test_loads_and_generates_with_plain_transformers(micro_base):
+    model = AutoModelForCausalLM.from_pretrained(micro_base)
+    tokenizer = AutoTokenizer.from_pretrained(micro_base)
+    assert model.config.model_type == "llama" and model.config.vocab_size == len(tokenizer) == 512
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    inputs = tokenizer("ROMEO:\n", return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert output.shape[1] == inputs["input_ids"].shape[1] + 5
+    generator = pipeline("text-generation", model=str(micro_base), device="cpu")
+    assert generator("HAMLET:", max_new_tokens=4, do_sample=False)[0]["generated_text"].startswith("HAMLET:")
+
+
+def test_logs_eval_bits_per_byte_and_samples(micro_base):
+    state = json.loads(sorted(micro_base.glob("checkpoint-*"))[-1].joinpath("trainer_state.json").read_text())
+    evals = [entry for entry in state["log_history"] if "eval_bits_per_byte" in entry]
+    assert [entry["step"] for entry in evals] == [3, 6]
+    samples = [json.loads(line) for line in (micro_base / "samples.jsonl").read_text().splitlines()]
+    assert {sample["step"] for sample in samples} == {3, 6} and samples[0]["prompt"] == "ROMEO:\n"
+
+
+def test_same_seed_same_model(micro_base, tmp_path):
+    run_recipe("pretrain.py", "--config", "recipes/micro/pretrain.yaml", "--output_dir", str(tmp_path / "again"))
+    first = AutoModelForCausalLM.from_pretrained(micro_base).state_dict()
+    second = AutoModelForCausalLM.from_pretrained(tmp_path / "again").state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_trains_on_a_local_text_file(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    lines = [json.dumps({"text": f"Line {i}: the quick brown fox jumps over the lazy dog. " * 8}) for i in range(60)]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output_dir = tmp_path / "own"
+    run_recipe(
+        "pretrain.py",
+        "--config",
+        "recipes/micro/pretrain.yaml",
+        "--data_files",
+        str(corpus),
+        "--vocab_size",
+        "300",
+        "--output_dir",
+        str(output_dir),
+    )
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["val_bytes"] > 0 and math.isfinite(metrics["val_bits_per_byte"])
+
+
+class StopBeforeTraining(Exception):
+    pass
+
+
+def test_tokenizer_never_sees_the_validation_plays(monkeypatch, tmp_path):
+    sys.path.insert(0, str(REPO / "recipes"))
+    import pretrain
+
+    seen = []
+    original = pretrain.train_tokenizer
+    monkeypatch.setattr(pretrain, "train_tokenizer", lambda texts, size: seen.extend(texts) or original(texts, size))
+    monkeypatch.setattr(pretrain.Trainer, "train", lambda self, **kwargs: (_ for _ in ()).throw(StopBeforeTraining))
+    recipe = ["--config", str(REPO / "recipes/micro/pretrain.yaml"), "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(StopBeforeTraining):
+        pretrain.main(*parse_recipe((ScriptArguments, PretrainArguments, TrainingArguments), recipe))
+    assert len(seen) == 34
+    assert not set(seen) & set(build_shakespeare()["validation"]["text"])
+
+
+def test_bad_input_stops_before_anything_is_written(tmp_path):
+    output_dir = tmp_path / "never"
+    cases = [
+        (["--hiden_size", "3"], "error: unknown argument '--hiden_size'; did you mean hidden_size"),
+        (["--data_files", str(tmp_path / "missing.txt")], "data_files: " + str(tmp_path / "missing.txt")),
+        (["--vocab_size", "100"], "vocab_size"),
+    ]
+    for extra, message in cases:
+        result = run_recipe(
+            "pretrain.py",
+            "--config",
+            "recipes/micro/pretrain.yaml",
+            "--output_dir",
+            str(output_dir),
+            *extra,
+            check=False,
+        )
+        assert result.returncode != 0
+        assert message in result.stderr, result.stderr[-2000:]
+        assert not output_dir.exists()
