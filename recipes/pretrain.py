@@ -25,6 +25,7 @@ from deepdive.data import load_corpus, packed_dataset, tokenize_documents
 from deepdive.errors import DeepdiveError
 from deepdive.evaluation import bits_per_byte
 from deepdive.modeling import build_llama_config, build_model, count_parameters
+from deepdive.optim import build_muon_adamw
 from deepdive.tokenizer import bytes_per_token, token_byte_lengths, train_tokenizer
 from deepdive.training import (
     SampleGenerationCallback,
@@ -92,6 +93,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
     token_bytes = token_byte_lengths(tokenizer)
 
     # Train
+    optimizer = build_muon_adamw(model, training_args, args.muon_lr) if args.muon_lr else None
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -102,6 +104,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         compute_metrics=bits_per_byte_metric(token_bytes),
         preprocess_logits_for_metrics=sum_token_nll,
         callbacks=[SampleGenerationCallback(tokenizer, args.sample_prompts, args.sample_max_new_tokens)],
+        optimizers=(optimizer, None),
     )
     started = time.time()
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None

@@ -160,7 +160,7 @@ def test_packed_dataset_closes_documents_with_the_separator():
     class Tokenizer:
         eos_token_id = 0
 
-        def __call__(self, texts, add_special_tokens):
+        def __call__(self, texts, add_special_tokens, split_special_tokens):
             return {"input_ids": [[ord(c) for c in text] for text in texts]}
 
     tokenized = tokenize_documents(Dataset.from_dict({"text": ["abc", "de", "fghij"]}), Tokenizer())

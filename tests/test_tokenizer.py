@@ -37,8 +37,13 @@ def test_any_unicode_round_trips(tokenizer, text):
 @given(st.text())
 def test_token_byte_lengths_add_up_to_the_utf8_size(tokenizer, text):
     lengths = token_byte_lengths(tokenizer)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     assert sum(lengths[i] for i in ids) == len(text.encode("utf-8"))
+
+
+def test_text_spelling_a_special_token_stays_text(tokenizer):
+    ids = tokenizer("a<|endoftext|>b", add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert tokenizer.eos_token_id not in ids and tokenizer.decode(ids) == "a<|endoftext|>b"
 
 
 def test_digits_are_split_one_by_one(tokenizer):

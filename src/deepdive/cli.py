@@ -26,6 +26,15 @@ def main(argv: list[str] | None = None) -> None:
     sample.add_argument("--num_samples", type=int, default=1)
 
     args = parser.parse_args(argv)
+    from deepdive.errors import DeepdiveError
+
+    try:
+        _run(args)
+    except DeepdiveError as error:
+        sys.exit(f"error: {error}")
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "sample":
         from deepdive.sampling import sample_text
 

@@ -49,6 +49,14 @@ class PretrainArguments:
     intermediate_size: int | None = field(default=None, metadata={"help": "SwiGLU width; default ~8/3 x hidden."})
     seq_len: int = field(default=256, metadata={"help": "Tokens per packed training block (the context length)."})
     rope_theta: float = field(default=10000.0, metadata={"help": "RoPE base frequency."})
+    # Training
+    muon_lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Train the 2-D weights inside the blocks with Muon at this learning rate (AdamW units); "
+            "embeddings and norms keep AdamW at `learning_rate`. Unset: AdamW everywhere (`optim`)."
+        },
+    )
     # Evaluation
     eval_stride: int | None = field(
         default=None, metadata={"help": "Window stride of the final val bits-per-byte pass; default seq_len // 2."}
@@ -116,10 +124,12 @@ def _convert(config_path: str, name: str, value, action):
     many = action.nargs in ("+", "*")
     if many and not isinstance(value, list):
         raise RecipeError(f"{config_path}: field '{name}' takes a list, got {value!r}")
-    if not many and isinstance(value, (list, dict)) and action.type is not None and action.type is not str:
+    if not many and isinstance(value, (list, dict)):
+        if action.type in (None, str):  # fields typed `str | list[str]` or `dict | str` (e.g. report_to)
+            return value
         raise RecipeError(f"{config_path}: field '{name}' takes one value, got {value!r}")
     values = value if many else [value]
-    if action.type is not None and not isinstance(value, dict):
+    if action.type is not None:
         try:
             values = [action.type(str(item) if not isinstance(item, bool) else str(item).lower()) for item in values]
         except (TypeError, ValueError, argparse.ArgumentTypeError):

@@ -209,11 +209,15 @@ def load_corpus(
 
 
 def tokenize_documents(dataset: Dataset | DatasetDict, tokenizer, num_proc: int | None = None):
-    """Tokenize each document and close it with the end-of-text token (the document separator)."""
+    """Tokenize each document and close it with the end-of-text token (the document separator).
+
+    Text that happens to spell a special token (e.g. "<|endoftext|>") is tokenized as plain text: in a corpus
+    it is data, and only the pipeline itself may insert control tokens.
+    """
     eos = tokenizer.eos_token_id
 
     def encode(batch):
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        ids = tokenizer(batch["text"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return {"input_ids": [doc + [eos] for doc in ids]}
 
     columns = dataset["train"].column_names if isinstance(dataset, DatasetDict) else dataset.column_names

@@ -64,5 +64,7 @@ def token_byte_lengths(tokenizer) -> list[int]:
 def bytes_per_token(tokenizer, texts) -> float:
     """Average UTF-8 bytes per token over `texts` (higher means a more compact tokenizer)."""
     n_bytes = sum(len(text.encode("utf-8")) for text in texts)
-    n_tokens = sum(len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+    n_tokens = sum(
+        len(ids) for ids in tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    )
     return n_bytes / max(n_tokens, 1)

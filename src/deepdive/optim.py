@@ -1,0 +1,86 @@
+"""Muon for the hidden weight matrices, AdamW for everything else, as one optimizer the Trainer can drive.
+
+Muon (momentum + Newton-Schulz orthogonalisation of each 2-D update) trains small transformers in markedly
+fewer steps than AdamW; on the tiny Shakespeare recipe it is the single largest gain per CPU-minute. It only
+suits the 2-D weights inside the blocks: embeddings, the (tied) output head and the norm gains stay on AdamW.
+Both live in one `torch.optim.Optimizer`, so the Trainer's LR scheduler, gradient clipping, checkpointing
+and resume treat it like any other optimizer. `torch.optim.Muon` is PyTorch's own implementation.
+"""
+
+import torch
+
+
+def split_muon_parameters(model: torch.nn.Module) -> tuple[list, list]:
+    """(2-D weights inside the transformer blocks, all other parameters); tied weights appear once."""
+    muon, adamw = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        inside_blocks = ".layers." in name
+        (muon if parameter.ndim == 2 and inside_blocks else adamw).append(parameter)
+    return muon, adamw
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """One optimizer over two: `torch.optim.Muon` on `muon_params`, `torch.optim.AdamW` on `adamw_params`.
+
+    `muon_lr` is in AdamW units (Muon's `match_rms_adamw` scaling), so the two rates are comparable; the LR
+    scheduler scales both groups by the same factor.
+    """
+
+    def __init__(
+        self,
+        muon_params,
+        adamw_params,
+        lr: float,
+        muon_lr: float,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        muon_momentum: float = 0.95,
+    ):
+        self.muon = torch.optim.Muon(
+            muon_params, lr=muon_lr, momentum=muon_momentum, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"
+        )
+        self.adamw = torch.optim.AdamW(adamw_params, lr=lr, betas=betas, eps=eps, weight_decay=0.0)
+        super().__init__([*self.adamw.param_groups, *self.muon.param_groups], {})
+
+    def _share_groups(self) -> None:
+        # The scheduler writes `lr` into self.param_groups: they must be the children's own dicts.
+        self.param_groups = [*self.adamw.param_groups, *self.muon.param_groups]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        self._share_groups()
+
+
+def build_muon_adamw(model: torch.nn.Module, training_args, muon_lr: float) -> MuonAdamW:
+    """The optimizer for a recipe with `optimizer: muon`: AdamW settings from `TrainingArguments`."""
+    muon_params, adamw_params = split_muon_parameters(model)
+    return MuonAdamW(
+        muon_params,
+        adamw_params,
+        lr=training_args.learning_rate,
+        muon_lr=muon_lr,
+        betas=(training_args.adam_beta1, training_args.adam_beta2),
+        eps=training_args.adam_epsilon,
+        weight_decay=training_args.weight_decay,
+    )
