@@ -90,12 +90,18 @@ def test_tokenizer_never_sees_the_validation_plays(monkeypatch, tmp_path):
     assert not set(seen) & set(build_shakespeare()["validation"]["text"])
 
 
-def test_bad_input_stops_before_anything_is_written(tmp_path):
+def test_bad_input_stops_before_anything_is_written(tmp_path, micro_base):
     output_dir = tmp_path / "never"
+    (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
     cases = [
         (["--hiden_size", "3"], "error: unknown argument '--hiden_size'; did you mean hidden_size"),
-        (["--data_files", str(tmp_path / "missing.txt")], "data_files: " + str(tmp_path / "missing.txt")),
-        (["--vocab_size", "100"], "vocab_size"),
+        (["--data_files", str(tmp_path / "missing.txt")], f"error: data_files: {tmp_path / 'missing.txt'} does not"),
+        (["--data_files", str(tmp_path / "empty.txt")], f"error: data_files: {tmp_path / 'empty.txt'} hold no text"),
+        (["--vocab_size", "100"], "error: vocab_size: must exceed the 256 byte tokens"),
+        (
+            ["--tokenizer_name_or_path", str(micro_base), "--vocab_size", "300"],
+            "error: vocab_size: 300 is smaller than the tokenizer's 512 tokens",
+        ),
     ]
     for extra, message in cases:
         result = run_recipe(
@@ -108,5 +114,5 @@ def test_bad_input_stops_before_anything_is_written(tmp_path):
             check=False,
         )
         assert result.returncode != 0
-        assert message in result.stderr, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
         assert not output_dir.exists()

@@ -26,8 +26,11 @@ def main(argv: list[str] | None = None) -> None:
     sample.add_argument("--num_samples", type=int, default=1)
 
     args = parser.parse_args(argv)
+    from transformers.utils import logging
+
     from deepdive.errors import DeepdiveError
 
+    logging.disable_progress_bar()  # the streamed text is the output; no weight-loading bars around it
     try:
         _run(args)
     except DeepdiveError as error:
