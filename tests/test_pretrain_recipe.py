@@ -21,7 +21,7 @@ def test_writes_a_hugging_face_model_folder(micro_base):
     metrics = json.loads((micro_base / "metrics.json").read_text())
     assert math.isfinite(metrics["val_bits_per_byte"]) and 0 < metrics["val_bits_per_byte"] < 8
     assert metrics["val_bytes"] == 527014  # the whole validation split, every byte scored
-    assert metrics["train_tokens"] == 6 * 4 * 32  # max_steps x batch x seq_len
+    assert metrics["train_tokens"] == 6 * 4 * 64  # max_steps x batch x seq_len
 
 
 def test_loads_and_generates_with_plain_transformers(micro_base):

@@ -141,3 +141,26 @@ def _convert(config_path: str, name: str, value, action):
                 valid = ", ".join(str(choice) for choice in action.choices)
                 raise RecipeError(f"{config_path}: field '{name}' is {item!r}; valid values: {valid}")
     return values if many else values[0]
+
+
+@dataclass
+class SFTArguments:
+    """What supervised fine-tuning needs beyond TRL's `SFTConfig`, `ModelConfig` and `ScriptArguments`."""
+
+    # Data
+    tasks: list[str] = field(
+        default_factory=lambda: ["identity", "arithmetic", "spelling", "shakespeare"],
+        metadata={"help": "Synthetic task families to train on (see deepdive.tasks); ignored with data_files."},
+    )
+    task_weights: list[float] | None = field(
+        default=None, metadata={"help": "Mixture weight of each task, in the order of `tasks`; default equal."}
+    )
+    num_train_examples: int = field(default=20000, metadata={"help": "Conversations generated for training."})
+    data_files: list[str] | None = field(
+        default=None, metadata={"help": "Local JSONL files of conversations (a `messages` list per line)."}
+    )
+    # Evaluation
+    num_test_examples: int = field(
+        default=200, metadata={"help": "Held-out prompts per task scored after training (greedy decoding)."}
+    )
+    eval_max_new_tokens: int = field(default=160, metadata={"help": "Reply budget of the held-out evaluation."})

@@ -245,3 +245,31 @@ def packed_dataset(tokenized: Dataset, block_size: int) -> Dataset:
         return {"input_ids": pack_into_blocks(batch["input_ids"], block_size).tolist()}
 
     return tokenized.map(pack, batched=True, batch_size=None, desc=f"Packing into blocks of {block_size}")
+
+
+# --- Conversations (supervised fine-tuning) --------------------------------------------------------------
+
+
+def load_conversations(data_files: list[str] | None, dataset_name: str | None = None, split: str = "train"):
+    """Conversations with a `messages` column: local JSONL files (one conversation per line) or a Hub dataset."""
+    if not data_files:
+        return load_dataset(dataset_name, split=split)
+    rows = []
+    for name in data_files:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"data_files: {name} does not exist")
+        with open(path, encoding="utf-8") as file:
+            for number, line in enumerate(file, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f"data_files: {name} line {number} is not valid JSON ({error.msg})") from None
+                if not isinstance(record, dict) or "messages" not in record:
+                    raise DataError(f"data_files: {name} line {number} has no 'messages' list")
+                rows.append({"messages": record["messages"]})
+    if not rows:
+        raise DataError(f"data_files: {', '.join(data_files)} hold no conversations")
+    return Dataset.from_list(rows)

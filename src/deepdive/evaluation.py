@@ -78,3 +78,61 @@ def bits_per_byte(
         "tokens": total_tokens,
         "bytes": int(total_bytes),
     }
+
+
+# --- Chat models: task accuracy and stop rate --------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate_replies(model, tokenizer, conversations, max_new_tokens: int, batch_size: int = 32, progress=False):
+    """Greedy replies to each conversation's prompt; returns (reply texts, whether each reply stopped)."""
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    texts, stopped = [], []
+    try:
+        for first in tqdm(range(0, len(conversations), batch_size), desc="replies", disable=not progress):
+            batch = conversations[first : first + batch_size]
+            inputs = tokenizer.apply_chat_template(
+                batch, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+            ).to(model.device)
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_k=None,
+                top_p=None,
+                eos_token_id=end_of_turn,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            for row in output[:, inputs["input_ids"].shape[1] :]:
+                tokens = row.tolist()
+                stopped.append(end_of_turn in tokens)
+                if end_of_turn in tokens:
+                    tokens = tokens[: tokens.index(end_of_turn)]
+                texts.append(tokenizer.decode(tokens, skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return texts, stopped
+
+
+def evaluate_tasks(model, tokenizer, task_names, n_per_task: int, max_new_tokens: int = 160, batch_size: int = 32):
+    """Per-task accuracy (the task's own checker) and the share of replies that end with `<|im_end|>`."""
+    from deepdive.tasks import get_task
+
+    metrics, all_stopped = {}, []
+    for name in task_names:
+        task = get_task(name)
+        examples = task.examples("test", n_per_task, seed=0)
+        replies, stopped = generate_replies(
+            model, tokenizer, [example["prompt"] for example in examples], max_new_tokens, batch_size, progress=True
+        )
+        correct = [task.check(reply, example["answer"]) for reply, example in zip(replies, examples, strict=True)]
+        metrics[f"{name}_accuracy"] = sum(correct) / len(correct)
+        all_stopped += stopped
+    metrics["stop_rate"] = sum(all_stopped) / len(all_stopped)
+    metrics["test_prompts"] = len(all_stopped)
+    return metrics

@@ -14,11 +14,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
 from deepdive.errors import DataError
 
 
-def load_model_and_tokenizer(model_name_or_path: str):
+def load_model_and_tokenizer(model_name_or_path: str, chat: bool = False):
     """Load a model folder (or Hub id) for inference, weights from safetensors only."""
     if not Path(model_name_or_path).is_dir() and os.sep in model_name_or_path:
         raise DataError(f"--model: {model_name_or_path} is not a model folder")
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+    if chat and tokenizer.chat_template is None:
+        raise DataError(f"--model: {model_name_or_path} has no chat template; chat with an SFT or GRPO model")
     model = AutoModelForCausalLM.from_pretrained(model_name_or_path, use_safetensors=True)
     model.eval()
     return model, tokenizer
