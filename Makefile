@@ -1,4 +1,5 @@
-# deepdive: `make pretrain` trains the default tiny model on the CPU; `make test` runs the test suite.
+# deepdive: `make pretrain` trains the default tiny model on the CPU, `make sft` turns it into an assistant,
+# `make chat` talks to it; `make test` runs the test suite.
 # Both set up .venv from a bare python3 first. Variables: RECIPE (a folder of recipes/), ARGS (extra recipe
 # overrides, e.g. ARGS="--max_steps 50"), ACCELERATE (a file of accelerate_configs/, without .yaml).
 
@@ -13,7 +14,7 @@ LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/$(ACCELERATE
 RUN_DIR := runs/$(RECIPE)
 PROMPT ?= ROMEO:
 
-.PHONY: install pretrain sample test style quality clean
+.PHONY: install pretrain sft chat sample test style quality clean
 
 install: $(STAMP)
 
@@ -28,6 +29,12 @@ $(STAMP): pyproject.toml
 
 pretrain: $(STAMP)
 	$(LAUNCH) recipes/pretrain.py --config recipes/$(RECIPE)/pretrain.yaml $(ARGS)
+
+sft: $(STAMP)
+	$(LAUNCH) recipes/sft.py --config recipes/$(RECIPE)/sft.yaml $(ARGS)
+
+chat: $(STAMP)
+	$(BIN)/deepdive chat --model $(RUN_DIR)/sft
 
 sample: $(STAMP)
 	$(BIN)/deepdive sample --model $(RUN_DIR)/base --prompt "$(PROMPT)"

@@ -166,3 +166,11 @@ def test_packed_dataset_closes_documents_with_the_separator():
     tokenized = tokenize_documents(Dataset.from_dict({"text": ["abc", "de", "fghij"]}), Tokenizer())
     blocks = np.array(packed_dataset(tokenized, block_size=4)["input_ids"])
     assert blocks.flatten().tolist() == [97, 98, 99, 0, 100, 101, 0, 102, 103, 104, 105, 106]
+
+
+def test_every_play_has_its_title(shakespeare):
+    titles = list(shakespeare["train"]["title"]) + list(shakespeare["validation"]["title"])
+    assert "Measure for Measure" in titles  # the one play without a title line in the source
+    for row in list(shakespeare["train"]) + list(shakespeare["validation"]):
+        assert not row["title"].startswith("ACT ")
+        assert row["text"].startswith(row["title"].upper() + "\n\n")

@@ -156,6 +156,11 @@ class SFTArguments:
         default=None, metadata={"help": "Mixture weight of each task, in the order of `tasks`; default equal."}
     )
     num_train_examples: int = field(default=20000, metadata={"help": "Conversations generated for training."})
+    # Training
+    muon_lr: float | None = field(
+        default=None,
+        metadata={"help": "Muon for the 2-D weights inside the blocks at this learning rate (as in pretraining)."},
+    )
     data_files: list[str] | None = field(
         default=None, metadata={"help": "Local JSONL files of conversations (a `messages` list per line)."}
     )

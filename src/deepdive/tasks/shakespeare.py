@@ -1,0 +1,204 @@
+"""Shakespeare knowledge: "In which play does X appear?", or an honest "I don't know" (hallucination).
+
+What a model knows lives in its parameters, put there by pretraining; fine-tuning cannot add much, but it
+can teach the model to answer from that knowledge and to admit when a name is not in it. Known characters
+come from the train plays only (the validation plays stay unseen); unknown ones are famous characters of
+other books and invented names. The rules for choosing names, and the names themselves, live in
+`data_cards/shakespeare_qa.md`. The key is the character's name, hashed into train or test.
+"""
+
+import collections
+import functools
+import itertools
+import random
+import re
+from dataclasses import dataclass
+
+from deepdive.data import build_shakespeare, read_data_card
+from deepdive.errors import DataError
+from deepdive.tasks import check_count, check_split, check_supply, conversation, split_of
+
+
+PHRASINGS = [
+    "In which play does the character {name} appear?",
+    "Which Shakespeare play is {name} in?",
+    "Who is {name}? Which play are they from?",
+    "Which of Shakespeare's plays has a character called {name}?",
+    "Where in Shakespeare does {name} appear?",
+    "Name the play in which {name} speaks.",
+    "What play is {name} a character in?",
+]
+NAME_IN_PHRASING = [re.compile(re.escape(p).replace(r"\{name\}", "(?P<name>.+?)") + "$") for p in PHRASINGS]
+DONT_KNOW = "I don't know"
+SPEAKER = re.compile(r"^([A-Z][A-Z '.&-]*):$", re.MULTILINE)
+SAYS_DONT_KNOW = re.compile(r"\b(don't|dont|do not) know\b")
+
+
+@dataclass(frozen=True)
+class Characters:
+    known: dict[str, str]  # display name -> title of the one train play it speaks in
+    famous: list[str]
+    invented: list[str]
+    titles: list[str]  # every play's title, validation plays included
+
+
+def display_name(label: str, small_words: set[str]) -> str:
+    """'ANTIPHOLUS OF EPHESUS' -> 'Antipholus of Ephesus', 'KING HENRY VIII' -> 'King Henry VIII'."""
+    words = []
+    for position, word in enumerate(label.split()):
+        if re.fullmatch(r"[IVX]+", word) and position > 0:
+            words.append(word)
+        elif word in small_words and position > 0:
+            words.append(word.lower())
+        else:
+            words.append(word.capitalize())
+    return " ".join(words)
+
+
+def normalize_titles(text: str) -> str:
+    """Lower case, no apostrophes or commas, other punctuation as spaces, "part ii" as "part 2", space-padded."""
+    text = re.sub(r"['\u2019,]", "", text.lower())
+    text = " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
+    text = re.sub(r"\bpart (i{1,3})\b", lambda match: f"part {len(match.group(1))}", text)
+    return f" {text} "
+
+
+def plays_named(text: str, titles: list[str]) -> set[str]:
+    """The titles that occur in `text` as whole words, compared after `normalize_titles`."""
+    normalized = normalize_titles(text)
+    return {title for title in titles if normalize_titles(title) in normalized}
+
+
+def says_dont_know(text: str) -> bool:
+    return SAYS_DONT_KNOW.search(text.replace("\u2019", "'").lower()) is not None
+
+
+@functools.cache
+def qa_card() -> dict:
+    return read_data_card("shakespeare_qa")
+
+
+@functools.cache
+def corpus_characters() -> Characters:
+    """Known, famous and invented names, chosen by the rules of `data_cards/shakespeare_qa.md`."""
+    card = qa_card()
+    corpus = build_shakespeare()
+    plays = [row for split in ("train", "validation") for row in corpus[split]]
+    titles = {row["play"]: row["title"] for row in plays}
+    speeches = collections.defaultdict(collections.Counter)  # speaker label -> play -> speeches
+    for row in plays:
+        for label in SPEAKER.findall(row["text"]):
+            speeches[label][row["play"]] += 1
+    known = known_characters(card, speeches, titles)
+    corpus_text = " ".join(row["text"] for row in plays)
+    famous = famous_characters(card, corpus_text, speeches, known)
+    return Characters(known, famous, invented_names(card, corpus_text, famous), sorted(titles.values()))
+
+
+def known_characters(card: dict, speeches: dict, titles: dict[str, str]) -> dict[str, str]:
+    """Display name -> play title of each speaker label that names one character of one train play."""
+    validation = set(read_data_card("shakespeare")["validation_plays"])
+    ordinals, generic, small = (set(card[key]) for key in ("ordinal_words", "generic_name_words", "small_name_words"))
+    plays_of_word = collections.defaultdict(set)
+    for label, per_play in speeches.items():
+        for word in label.split():
+            plays_of_word[word].update(per_play)
+    known = {}
+    for label, per_play in sorted(speeches.items()):
+        words = label.split()
+        before_of = words[: words.index("OF")] if "OF" in words else words  # "Duke of Venice" names a place
+        name_words = [word for word in before_of if word not in generic | small]
+        if len(per_play) != 1 or "&" in label or words[0] in small or ordinals & set(words) or not name_words:
+            continue
+        ((play, count),) = per_play.items()
+        if play in validation or count < card["min_speeches"]:
+            continue
+        if not all(plays_of_word[word] == {play} for word in name_words):
+            continue  # the name is shared with a character of another play
+        name = display_name(label, small)
+        if not plays_named(name, [title for other, title in titles.items() if other != play]):
+            known[name] = titles[play]  # (a name containing another play's title would fool the checker)
+    return known
+
+
+def famous_characters(card: dict, corpus_text: str, speeches: dict, known: dict[str, str]) -> list[str]:
+    """The card's famous names, after checking that Shakespeare never uses them."""
+    flat_text = " " + " ".join(re.findall(r"[a-z]+", corpus_text.lower())) + " "
+    speaker_names = {label.lower() for label in speeches}
+    for name in card["famous_characters"]:
+        if f" {' '.join(re.findall(r'[a-z]+', name.lower()))} " in flat_text or name.lower() in speaker_names:
+            raise DataError(f"data_cards/shakespeare_qa.md: famous_characters: {name!r} occurs in the plays")
+        if set(name.split()) & set(known):
+            raise DataError(
+                f"data_cards/shakespeare_qa.md: famous_characters: {name!r} shares a name with a play's character"
+            )
+    return list(card["famous_characters"])
+
+
+def invented_names(card: dict, corpus_text: str, famous: list[str]) -> list[str]:
+    """Every name of 2 or 3 different syllables that is no word of the plays (so no speaker either)."""
+    corpus_words = {word.lower() for word in re.findall(r"[A-Za-z]+", corpus_text)}
+    syllables = card["invented_name_syllables"]
+    names = {
+        "".join(parts).capitalize()
+        for size in (2, 3)
+        for parts in itertools.permutations(syllables, size)
+        if "".join(parts) not in corpus_words
+    }
+    return sorted(names - set(famous))
+
+
+class ShakespeareQA:
+    name = "shakespeare"
+
+    def questions(self, split: str) -> dict[str, list[tuple[str, str]]]:
+        """(character, phrasing) pairs of the split, by kind: 'known', 'famous' and 'invented'."""
+        characters = corpus_characters()
+        names = {"known": sorted(characters.known), "famous": characters.famous, "invented": characters.invented}
+        return {
+            kind: [(name, phrasing) for name in group if split_of(self.name, name) == split for phrasing in PHRASINGS]
+            for kind, group in names.items()
+        }
+
+    def split_key(self, example: dict) -> str:
+        question = example["prompt"][0]["content"]
+        return next(match["name"] for pattern in NAME_IN_PHRASING if (match := pattern.match(question)))
+
+    def examples(self, split: str, n: int, seed: int = 0) -> list[dict]:
+        check_split(self.name, split)
+        check_count(self.name, n)
+        rng = random.Random(f"{self.name}:{split}:{seed}")
+        pools = self.questions(split)
+        n_known = round(n * qa_card()["known_fraction"])
+        n_famous = min((n - n_known) // 2, len(pools["famous"]))
+        counts = {"known": n_known, "famous": n_famous, "invented": n - n_known - n_famous}
+        for kind, count in counts.items():
+            check_supply(self.name, split, count, len(pools[kind]), what=f"questions about {kind} characters")
+
+        known = corpus_characters().known
+        examples = []
+        for kind, count in counts.items():
+            for name, phrasing in rng.sample(pools[kind], count):
+                if kind == "known":
+                    reply, answer = f"{name} appears in {known[name]}.", known[name]
+                else:
+                    reply, answer = f"{DONT_KNOW} of a character named {name} in Shakespeare's plays.", DONT_KNOW
+                examples.append(conversation(self.name, phrasing.format(name=name), reply, answer))
+        rng.shuffle(examples)
+        return examples
+
+    def check(self, completion: str, answer: str) -> bool:
+        if not isinstance(completion, str) or not isinstance(answer, str):
+            return False
+        named = {normalize_titles(title) for title in plays_named(completion, corpus_characters().titles)}
+        if answer == DONT_KNOW:
+            return says_dont_know(completion) and not named
+        return named == {normalize_titles(answer)} and not says_dont_know(completion)
+
+    def has_final_answer(self, completion: str) -> bool:
+        """The reply commits: it names exactly one play, or says it doesn't know, and not both."""
+        if not isinstance(completion, str):
+            return False
+        named = plays_named(completion, corpus_characters().titles)
+        dont_know = says_dont_know(completion)
+        return (len(named) == 1 and not dont_know) or (not named and dont_know)

@@ -1,0 +1,307 @@
+import functools
+import re
+
+import pytest
+
+from deepdive.data import build_shakespeare, read_data_card
+from deepdive.errors import DataError
+from deepdive.tasks import TASKS, build_mixture, get_task, shares_of
+from deepdive.tasks.arithmetic import final_answer, worked_addition, worked_subtraction
+
+
+NAMES = sorted(TASKS)
+SHAKESPEARE_BABBLE = (
+    "ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east, and Juliet is the sun."
+)
+GARBAGE = ["", "   ", "\n\n", "Answer:", "Answer: ???", "<|im_end|>", "}{][", "0" * 500, SHAKESPEARE_BABBLE]
+
+
+@functools.cache
+def generated(name: str) -> tuple[list[dict], list[dict]]:
+    """2000 train and 300 test examples of a family, generated once per test session."""
+    task = TASKS[name]
+    return task.examples("train", 2000, seed=0), task.examples("test", 300, seed=0)
+
+
+def reply(example: dict) -> str:
+    return example["messages"][1]["content"]
+
+
+def question(example: dict) -> str:
+    return example["prompt"][0]["content"]
+
+
+# --- Every family ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_examples_are_one_user_and_one_assistant_turn(name):
+    for example in generated(name)[1]:
+        assert set(example) == {"messages", "prompt", "answer", "task"}
+        user, assistant = example["messages"]
+        assert user["role"] == "user" and assistant["role"] == "assistant"
+        assert user["content"].strip() and assistant["content"].strip()
+        assert example["prompt"] == [user]
+        assert example["task"] == name and isinstance(example["answer"], str)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_examples_are_deterministic_per_seed(name):
+    task = TASKS[name]
+    assert task.examples("train", 50, seed=3) == task.examples("train", 50, seed=3)
+    assert task.examples("train", 50, seed=3) != task.examples("train", 50, seed=4)
+    assert task.examples("test", 20, seed=0) != task.examples("test", 20, seed=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_train_and_test_keys_are_disjoint(name):
+    task = TASKS[name]
+    train, test = generated(name)
+    train_keys = {task.split_key(example) for example in train}
+    test_keys = {task.split_key(example) for example in test}
+    assert train_keys and test_keys and not train_keys & test_keys
+    assert not {question(example) for example in train} & {question(example) for example in test}
+    # and for other seeds too: the split depends on the key alone
+    assert not {task.split_key(example) for example in task.examples("train", 500, seed=7)} & test_keys
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_test_split_supplies_250_distinct_questions(name):
+    examples = TASKS[name].examples("test", 250, seed=0)
+    assert len({question(example) for example in examples}) == 250
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_example_passes_its_own_checker(name):
+    task = TASKS[name]
+    for example in generated(name)[0] + generated(name)[1]:
+        assert task.check(reply(example), example["answer"]), example
+        assert task.has_final_answer(reply(example)), example
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_conversations_stay_short(name):
+    for example in generated(name)[0] + generated(name)[1]:
+        assert len(question(example)) + len(reply(example)) < 400
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checker_rejects_empty_and_garbage_without_raising(name):
+    task = TASKS[name]
+    for example in generated(name)[1][:20]:
+        for garbage in GARBAGE:
+            assert not task.check(garbage, example["answer"])
+        assert not task.check(reply(example), "no such answer")
+    assert not any(task.has_final_answer(garbage) for garbage in ["", "   ", "Answer:", SHAKESPEARE_BABBLE])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_split_or_count_is_a_one_line_error(name):
+    task = TASKS[name]
+    with pytest.raises(DataError, match=r"unknown split 'validation'; valid splits: train, test"):
+        task.examples("validation", 1)
+    with pytest.raises(DataError, match="has only"):
+        task.examples("test", 10_000_000)
+    with pytest.raises(DataError, match="whole number"):
+        task.examples("train", -1)
+    assert task.examples("train", 0) == []
+
+
+# --- identity --------------------------------------------------------------------------------------------
+
+
+def test_identity_has_hundreds_of_test_prompts_and_every_kind():
+    identity = TASKS["identity"]
+    assert len(identity.prompts_by_split["test"]) >= 200
+    kinds = set(read_data_card("identity")["questions"])
+    assert {example["answer"] for example in generated("identity")[0]} == kinds
+    assert (
+        identity.split_key({"prompt": [{"role": "user", "content": "Hi! What's your name??"}]})
+        == "hi what's your name"
+    )
+
+
+def test_identity_checker_wants_the_facts_of_the_kind():
+    identity = TASKS["identity"]
+    assert identity.check("  I'm DeepDive.  ", "name")
+    assert identity.check("i am deepdive, a small language model", "what")
+    assert identity.check("I cannot browse the internet.", "limits")
+    assert identity.check("No, I'm not ChatGPT. I am deepdive.", "chatgpt")
+    assert identity.check("I was pretrained on Shakespeare.", "training")
+    assert not identity.check("I'm ChatGPT, made by OpenAI.", "name")
+    assert not identity.check("Yes, I am ChatGPT.", "chatgpt")
+    assert not identity.check("I was made by OpenAI.", "creator")
+    assert not identity.check("I can do anything at all.", "limits")
+    assert not identity.check("Remember me, my lord, I do mistake my person.", "limits")
+    assert not identity.check("I'm deepdive.", "no such kind")
+    assert identity.has_final_answer("I'm deepdive.") and not identity.has_final_answer("deepdive")
+
+
+# --- arithmetic ------------------------------------------------------------------------------------------
+
+
+def test_arithmetic_works_column_by_column_and_is_right():
+    assert worked_addition(347, 286) == ["7+6=13, write 3 carry 1", "4+8+1=13, write 3 carry 1", "3+2+1=6, write 6"]
+    assert worked_addition(999, 99)[-1] == "write the carry 1"
+    assert worked_subtraction(512, 78) == [
+        "2-8: borrow, 12-8=4, write 4 borrow 1",
+        "1-1-7: borrow, 10-7=3, write 3 borrow 1",
+        "5-1-0=4, write 4",
+    ]
+    for example in generated("arithmetic")[1]:
+        a, op, b = re.match(r"(\d+) ([+-]) (\d+)\n", reply(example)).groups()
+        assert a in question(example) and b in question(example)
+        assert 10 <= int(a) <= 999 and 10 <= int(b) <= 999
+        assert int(example["answer"]) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
+        assert reply(example).splitlines()[-1] == f"Answer: {example['answer']}"
+    assert {reply(example).split()[1] for example in generated("arithmetic")[1]} == {"+", "-"}
+
+
+def test_final_answer_reads_the_last_answer_line():
+    assert final_answer("1+1=2\nAnswer: 2\nAnswer:  633 \nbye") == "633"
+    assert final_answer("no answer here") is None
+    assert final_answer("") is None
+
+
+def test_arithmetic_checker_accepts_variations_and_rejects_wrong_answers():
+    arithmetic = TASKS["arithmetic"]
+    for good in ["Answer: 633", "  answer: 633.  ", "work\nAnswer: 5\nAnswer: 633", "ANSWER:633"]:
+        assert arithmetic.check(good, "633") and arithmetic.has_final_answer(good)
+    assert arithmetic.check("Answer: 1,998", "1998")
+    for bad in ["Answer: 634", "633", "Answer: 633\nAnswer: 5", "Answer: six hundred", "Answer: 63 3"]:
+        assert not arithmetic.check(bad, "633")
+    assert not arithmetic.has_final_answer("Answer: about 600")
+
+
+# --- spelling --------------------------------------------------------------------------------------------
+
+
+def test_spelling_spells_the_word_and_counts_the_letter():
+    spelling = TASKS["spelling"]
+    zeros = 0
+    for example in generated("spelling")[0]:
+        word = spelling.split_key(example)
+        spelled, counted, _ = reply(example).splitlines()
+        letter = re.match(r"Count ([a-z]):", counted).group(1)
+        assert 4 <= len(word) <= 10 and word.isalpha() and word.islower()
+        assert spelled == "-".join(word)
+        assert example["answer"] == str(word.count(letter))
+        zeros += example["answer"] == "0"
+    assert 0.1 < zeros / len(generated("spelling")[0]) < 0.35
+
+
+def test_spelling_words_come_from_the_train_plays():
+    train_text = " ".join(build_shakespeare()["train"]["text"]).lower()
+    for example in generated("spelling")[1][:100]:
+        assert TASKS["spelling"].split_key(example) in train_text
+
+
+def test_spelling_checker_accepts_variations_and_rejects_wrong_answers():
+    spelling = TASKS["spelling"]
+    assert spelling.check("s-t-r-a-w-b-e-r-r-y\nAnswer: 3", "3")
+    assert spelling.check("answer: 3.", "3")
+    assert not spelling.check("Answer: 2", "3")
+    assert not spelling.check("There are 3.", "3")
+
+
+# --- shakespeare -----------------------------------------------------------------------------------------
+
+
+def test_shakespeare_never_asks_about_validation_plays():
+    shakespeare = TASKS["shakespeare"]
+    validation = build_shakespeare()["validation"]
+    titles = {title.lower() for title in validation["title"]}
+    speakers = {label for text in validation["text"] for label in re.findall(r"^([A-Z][A-Z '.&-]*):$", text, re.M)}
+    train_titles = set(build_shakespeare()["train"]["title"]) | {"Measure for Measure"}
+    for example in generated("shakespeare")[0] + generated("shakespeare")[1]:
+        name = shakespeare.split_key(example)
+        assert name in question(example)
+        assert name.upper() not in speakers
+        assert not any(title in question(example).lower() for title in titles)
+        assert example["answer"] == "I don't know" or example["answer"] in train_titles
+
+
+def test_shakespeare_mixes_known_and_unknown_characters():
+    test = generated("shakespeare")[1]
+    unknown = sum(example["answer"] == "I don't know" for example in test)
+    assert unknown == 120  # 40% of 300
+    assert any(" " in TASKS["shakespeare"].split_key(e) for e in test if e["answer"] == "I don't know")  # famous
+
+
+def test_shakespeare_checker_for_known_characters():
+    shakespeare = TASKS["shakespeare"]
+    assert shakespeare.check("Romeo appears in Romeo and Juliet.", "Romeo and Juliet")
+    assert shakespeare.check("  in ROMEO AND JULIET ", "Romeo and Juliet")
+    assert shakespeare.check("Hotspur appears in Henry IV, Part 1.", "Henry IV, Part I")
+    assert shakespeare.check("Bottom is in A Midsummer Nights Dream", "A Midsummer Night's Dream")
+    assert not shakespeare.check("Fluellen appears in Henry VIII.", "Henry V")
+    assert not shakespeare.check("Romeo appears in Macbeth.", "Romeo and Juliet")
+    assert not shakespeare.check("Romeo and Juliet, or Macbeth, or Othello.", "Romeo and Juliet")
+    assert not shakespeare.check("I don't know if Romeo is in Romeo and Juliet.", "Romeo and Juliet")
+
+
+def test_shakespeare_checker_for_unknown_characters():
+    shakespeare = TASKS["shakespeare"]
+    assert shakespeare.check("I don't know of a character named Sherlock Holmes.", "I don't know")
+    assert shakespeare.check("i DO NOT KNOW", "I don't know")
+    assert shakespeare.check("I don\u2019t know.", "I don't know")
+    assert not shakespeare.check("Sherlock Holmes appears in Hamlet.", "I don't know")
+    assert not shakespeare.check("I don't know, perhaps Macbeth.", "I don't know")
+    assert shakespeare.has_final_answer("I don't know.") and shakespeare.has_final_answer("It is Othello.")
+    assert not shakespeare.has_final_answer("I don't know, perhaps Macbeth.")
+    assert not shakespeare.has_final_answer("Macbeth or Othello.")
+
+
+# --- registry and mixture --------------------------------------------------------------------------------
+
+
+def test_registry_looks_tasks_up_by_name():
+    assert NAMES == ["arithmetic", "identity", "shakespeare", "spelling"]
+    assert all(get_task(name).name == name for name in NAMES)
+    with pytest.raises(
+        DataError, match=r"^unknown task 'x'; valid tasks: arithmetic, identity, shakespeare, spelling$"
+    ):
+        get_task("x")
+
+
+def test_shares_use_largest_remainders_and_give_every_weighted_task_one():
+    assert shares_of({"arithmetic": 3, "identity": 1}, 40) == {"arithmetic": 30, "identity": 10}
+    assert shares_of({"arithmetic": 1, "identity": 1, "spelling": 1}, 10) == {
+        "arithmetic": 4,
+        "identity": 3,
+        "spelling": 3,
+    }
+    assert shares_of({"arithmetic": 1.0, "identity": 0.0, "spelling": 0.001}, 10) == {"arithmetic": 9, "spelling": 1}
+    assert (
+        sum(shares_of({"arithmetic": 1, "identity": 3.0, "spelling": 1.5, "shakespeare": 1.5}, 12000).values())
+        == 12000
+    )
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({}, "none given"),
+        ({"poetry": 1.0}, "unknown task 'poetry'; valid tasks: arithmetic, identity, shakespeare, spelling"),
+        ({"arithmetic": -1.0}, "'arithmetic' has weight -1.0; a weight must be a finite number >= 0"),
+        ({"arithmetic": "heavy"}, "'arithmetic' has weight 'heavy'"),
+        ({"arithmetic": 0, "identity": 0.0}, "all weights are zero"),
+    ],
+)
+def test_bad_weights_are_one_line_errors(weights, message):
+    with pytest.raises(DataError, match=re.escape(message)) as error:
+        build_mixture(weights, 10, "train")
+    assert "\n" not in str(error.value)
+
+
+def test_build_mixture_shares_out_and_shuffles_deterministically():
+    weights = {"arithmetic": 2.0, "identity": 1.0, "spelling": 1.0}
+    mixture = build_mixture(weights, 40, "train", seed=0)
+    assert set(mixture.column_names) == {"messages", "prompt", "answer", "task"}
+    tasks = list(mixture["task"])
+    assert {task: tasks.count(task) for task in set(tasks)} == {"arithmetic": 20, "identity": 10, "spelling": 10}
+    assert tasks != sorted(tasks)  # shuffled, not one family after another
+    assert mixture.to_list() == build_mixture(weights, 40, "train", seed=0).to_list()
+    assert mixture.to_list() != build_mixture(weights, 40, "train", seed=1).to_list()
+    with pytest.raises(DataError, match="valid splits: train, test"):
+        build_mixture(weights, 40, "dev")
