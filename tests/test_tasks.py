@@ -6,7 +6,8 @@ import pytest
 from deepdive.data import build_shakespeare, read_data_card
 from deepdive.errors import DataError
 from deepdive.tasks import TASKS, build_mixture, get_task, shares_of
-from deepdive.tasks.arithmetic import final_answer, worked_addition, worked_subtraction
+from deepdive.tasks.arithmetic import worked_addition, worked_subtraction
+from deepdive.tasks.common import final_answer
 
 
 NAMES = sorted(TASKS)

@@ -143,20 +143,9 @@ def load_text_files(data_files: list[str], text_column: str = "text") -> Dataset
     rows: list[dict] = []
     for name in data_files:
         path = Path(name)
-        if not path.is_file():
-            raise DataError(f"data_files: {name} does not exist")
-        try:
-            content = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise DataError(f"data_files: {name} is not UTF-8 text (byte {error.start})") from None
+        content = _read_text_file(name)
         if path.suffix in (".jsonl", ".json"):
-            for number, line in enumerate(content.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(f"data_files: {name} line {number} is not valid JSON ({error.msg})") from None
+            for number, record in _jsonl_records(name, content):
                 if not isinstance(record, dict) or not isinstance(record.get(text_column), str):
                     raise DataError(f"data_files: {name} line {number} has no string field {text_column!r}")
                 rows.append({"text": record[text_column]})
@@ -166,6 +155,26 @@ def load_text_files(data_files: list[str], text_column: str = "text") -> Dataset
     if not rows:
         raise DataError(f"data_files: {', '.join(data_files)} hold no text")
     return Dataset.from_list(rows)
+
+
+def _read_text_file(name: str) -> str:
+    path = Path(name)
+    if not path.is_file():
+        raise DataError(f"data_files: {name} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"data_files: {name} is not UTF-8 text (byte {error.start})") from None
+
+
+def _jsonl_records(name: str, content: str):
+    """(line number, parsed object) for each non-blank line; a broken line is named in the error."""
+    for number, line in enumerate(content.splitlines(), start=1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"data_files: {name} line {number} is not valid JSON ({error.msg})") from None
 
 
 def load_corpus(
@@ -264,20 +273,10 @@ def load_conversations(data_files: list[str] | None, dataset_name: str | None = 
         return load_dataset(dataset_name, split=split)
     rows = []
     for name in data_files:
-        path = Path(name)
-        if not path.is_file():
-            raise DataError(f"data_files: {name} does not exist")
-        with open(path, encoding="utf-8") as file:
-            for number, line in enumerate(file, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(f"data_files: {name} line {number} is not valid JSON ({error.msg})") from None
-                if not isinstance(record, dict) or "messages" not in record:
-                    raise DataError(f"data_files: {name} line {number} has no 'messages' list")
-                rows.append({"messages": record["messages"]})
+        for number, record in _jsonl_records(name, _read_text_file(name)):
+            if not isinstance(record, dict) or "messages" not in record:
+                raise DataError(f"data_files: {name} line {number} has no 'messages' list")
+            rows.append({"messages": record["messages"]})
     if not rows:
         raise DataError(f"data_files: {', '.join(data_files)} hold no conversations")
     return Dataset.from_list(rows)

@@ -8,63 +8,17 @@ format reward). Every question has a key, and a stable hash of that key decides 
 seed: a test question is never trained on, so held-out accuracy measures skill, not memory.
 """
 
-import hashlib
 import math
 import random
 
 from datasets import Dataset
 
 from deepdive.errors import DataError
-
-
-SPLITS = ("train", "test")
-TEST_FRACTION = 0.15
-
-
-def split_of(task: str, key: str) -> str:
-    """`test` for about TEST_FRACTION of the keys, `train` for the rest; a SHA-256 hash, so any run agrees."""
-    digest = hashlib.sha256(f"{task}:{key}".encode()).digest()
-    return "test" if int.from_bytes(digest[:8], "big") < TEST_FRACTION * 2**64 else "train"
-
-
-def check_split(task: str, split: str) -> None:
-    if split not in SPLITS:
-        raise DataError(f"{task}: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-
-
-def check_count(task: str, n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise DataError(f"{task}: the number of examples must be a whole number >= 0, got {n!r}")
-
-
-def check_supply(task: str, split: str, n: int, supply: int, what: str = "distinct questions") -> None:
-    check_count(task, n)
-    if n > supply:
-        raise DataError(f"{task}: asked for {n} examples but the {split} split has only {supply} {what}")
-
-
-def sample_distinct(task: str, split: str, pool: list, n: int, rng: random.Random) -> list:
-    """`n` different items of `pool`, in random order (an error when the pool is too small)."""
-    check_supply(task, split, n, len(pool))
-    return rng.sample(pool, n)
-
-
-def conversation(task: str, question: str, reply: str, answer: str) -> dict:
-    """One example: the full chat, the prompt alone (for generation) and the answer the checker wants."""
-    user = {"role": "user", "content": question}
-    return {
-        "messages": [user, {"role": "assistant", "content": reply}],
-        "prompt": [dict(user)],
-        "answer": answer,
-        "task": task,
-    }
-
-
-# The families import the helpers above, so they are imported after them.
-from deepdive.tasks.arithmetic import Arithmetic  # noqa: E402
-from deepdive.tasks.identity import Identity  # noqa: E402
-from deepdive.tasks.shakespeare import ShakespeareQA  # noqa: E402
-from deepdive.tasks.spelling import Spelling  # noqa: E402
+from deepdive.tasks.arithmetic import Arithmetic
+from deepdive.tasks.common import check_split
+from deepdive.tasks.identity import Identity
+from deepdive.tasks.shakespeare import ShakespeareQA
+from deepdive.tasks.spelling import Spelling
 
 
 TASKS: dict[str, object] = {task.name: task for task in (Arithmetic(), Identity(), ShakespeareQA(), Spelling())}

@@ -11,7 +11,7 @@ import random
 import re
 from itertools import zip_longest
 
-from deepdive.tasks import check_split, check_supply, conversation, split_of
+from deepdive.tasks.common import IntegerAnswer, check_split, check_supply, conversation, split_of
 
 
 PHRASINGS = {
@@ -36,26 +36,6 @@ PHRASINGS = {
 }
 # About 981,000 distinct problems, 147,000 of them in test: this cap keeps sampling without repeats quick.
 MAX_EXAMPLES = 100_000
-ANSWER_LINE = re.compile(r"answer:[ \t]*(.*)", re.IGNORECASE)
-INTEGER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)")
-PROBLEM = re.compile(r"(\d+) ([+-]) (\d+)")
-
-
-def final_answer(text: str) -> str | None:
-    """What follows the last `Answer:` on its line, stripped; None when there is no `Answer:`."""
-    if not isinstance(text, str):
-        return None
-    found = ANSWER_LINE.findall(text)
-    return found[-1].strip() if found else None
-
-
-def integer_answer(text: str) -> int | None:
-    """The whole number of the last `Answer:` line ("1,998" and a trailing period allowed), else None."""
-    answer = final_answer(text)
-    if answer is None:
-        return None
-    answer = answer.removesuffix(".").strip()
-    return int(answer.replace(",", "")) if INTEGER.fullmatch(answer) else None
 
 
 def digits_from_the_right(number: int) -> list[int]:
@@ -92,12 +72,15 @@ def problem_key(a: int, op: str, b: int) -> str:
     return f"{min(a, b)}+{max(a, b)}" if op == "+" else f"{a}-{b}"
 
 
+PROBLEM = re.compile(r"(\d+) ([+-]) (\d+)")  # the restated problem on a reply's first line
+
+
 def random_operand(rng: random.Random) -> int:
     digits = rng.choice((2, 3))
     return rng.randrange(10 ** (digits - 1), 10**digits)
 
 
-class Arithmetic:
+class Arithmetic(IntegerAnswer):
     name = "arithmetic"
 
     def split_key(self, example: dict) -> str:
@@ -122,10 +105,3 @@ class Arithmetic:
             reply = "\n".join([f"{a} {op} {b}", *steps, f"Answer: {result}"])
             examples.append(conversation(self.name, rng.choice(PHRASINGS[op]).format(a=a, b=b), reply, str(result)))
         return examples
-
-    def check(self, completion: str, answer: str) -> bool:
-        value = integer_answer(completion)
-        return value is not None and str(value) == str(answer).strip()
-
-    def has_final_answer(self, completion: str) -> bool:
-        return integer_answer(completion) is not None

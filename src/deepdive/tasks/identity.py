@@ -11,7 +11,7 @@ import random
 import re
 
 from deepdive.data import read_data_card
-from deepdive.tasks import check_split, conversation, sample_distinct, split_of
+from deepdive.tasks.common import check_split, conversation, sample_distinct, split_of
 
 
 ENDINGS = ("?", "??", "?!", "")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from deepdive.data import build_shakespeare, read_data_card
 from deepdive.errors import DataError
-from deepdive.tasks import check_count, check_split, check_supply, conversation, split_of
+from deepdive.tasks.common import check_count, check_split, check_supply, conversation, split_of
 
 
 PHRASINGS = [

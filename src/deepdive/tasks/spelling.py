@@ -12,8 +12,7 @@ import random
 import re
 
 from deepdive.data import build_shakespeare
-from deepdive.tasks import check_split, conversation, sample_distinct, split_of
-from deepdive.tasks.arithmetic import integer_answer
+from deepdive.tasks.common import IntegerAnswer, check_split, conversation, sample_distinct, split_of
 
 
 PHRASINGS = [
@@ -53,7 +52,7 @@ def counting_reply(word: str, letter: str) -> str:
     return f"{'-'.join(word)}\nCount {letter}: {counted}\nAnswer: {count}"
 
 
-class Spelling:
+class Spelling(IntegerAnswer):
     name = "spelling"
 
     def split_key(self, example: dict) -> str:
@@ -71,10 +70,3 @@ class Spelling:
             question = rng.choice(PHRASINGS).format(letter=letter, word=word)
             examples.append(conversation(self.name, question, counting_reply(word, letter), str(word.count(letter))))
         return examples
-
-    def check(self, completion: str, answer: str) -> bool:
-        value = integer_answer(completion)
-        return value is not None and str(value) == str(answer).strip()
-
-    def has_final_answer(self, completion: str) -> bool:
-        return integer_answer(completion) is not None
