@@ -8,7 +8,7 @@ from trl import SFTConfig
 from trl.chat_template_utils import is_chat_template_stop_token_trained
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from deepdive.chat import add_chat_template, chat_loop, reply, validate_conversations
+from deepdive.chat import add_chat_template, chat_loop, fit_to_context, reply, validate_conversations
 from deepdive.errors import DataError
 from deepdive.tokenizer import train_tokenizer
 
@@ -131,3 +131,16 @@ def test_chat_loop_handles_reset_and_quit(tokenizer, monkeypatch):
     assert seen == [["hello"], ["hello", "reply 1", "again"], ["fresh"]]
     assert history == [{"role": "user", "content": "fresh"}, {"role": "assistant", "content": "reply 3"}]
     assert "(conversation reset)" in out.getvalue()
+
+
+def test_long_chats_keep_their_latest_turns(tokenizer):
+    turns = []
+    for index in range(12):
+        turns += [{"role": "user", "content": f"Question {index}?"}, {"role": "assistant", "content": "An answer."}]
+    messages = [{"role": "system", "content": "Be brief."}, *turns, {"role": "user", "content": "Last one?"}]
+    kept = fit_to_context(messages, tokenizer, context_length=80, reserve=20)
+    length = len(tokenizer.apply_chat_template(kept, add_generation_prompt=True, return_dict=True)["input_ids"])
+    assert length + 20 <= 80
+    assert kept[0]["role"] == "system" and kept[-1]["content"] == "Last one?"
+    assert kept[1:] == messages[len(messages) - len(kept) + 1 :]  # a suffix of the chat, whole exchanges
+    assert fit_to_context(messages[-1:], tokenizer, context_length=8, reserve=4) == messages[-1:]

@@ -114,6 +114,21 @@ def reply(model, tokenizer, messages, max_new_tokens=256, temperature=0.0, top_k
     return "".join(pieces)
 
 
+def fit_to_context(messages: list[dict], tokenizer, context_length: int, reserve: int) -> list[dict]:
+    """Drop the oldest exchanges until the prompt leaves `reserve` tokens of the context for the reply.
+
+    A small model has a short context (256 tokens for the tiny recipe); a long chat keeps its latest turns.
+    The newest user message is always kept.
+    """
+    kept = list(messages)
+    while len(kept) > 1:
+        length = len(tokenizer.apply_chat_template(kept, add_generation_prompt=True, return_dict=True)["input_ids"])
+        if length + reserve <= context_length:
+            break
+        kept = kept[2:] if kept[0]["role"] != "system" else kept[:1] + kept[3:]
+    return kept
+
+
 def chat_loop(model, tokenizer, temperature=0.7, top_k=50, max_new_tokens=256, seed=0, read=input, out=sys.stdout):
     """Multi-turn chat on the terminal: `/reset` forgets the conversation, `/quit` (or Ctrl-D) leaves."""
     out.write("deepdive chat. /reset starts over, /quit leaves.\n")
@@ -133,7 +148,11 @@ def chat_loop(model, tokenizer, temperature=0.7, top_k=50, max_new_tokens=256, s
         if not text:
             continue
         messages.append({"role": "user", "content": text})
+        context = getattr(model.config, "max_position_embeddings", None) if model is not None else None
+        budget = min(max_new_tokens, context // 2) if context else max_new_tokens
+        if context:
+            messages = fit_to_context(messages, tokenizer, context, budget)
         out.write("deepdive> ")
-        answer = reply(model, tokenizer, messages, max_new_tokens, temperature, top_k, stream=out, seed=seed)
+        answer = reply(model, tokenizer, messages, budget, temperature, top_k, stream=out, seed=seed)
         messages.append({"role": "assistant", "content": answer})
         seed += 1
