@@ -14,7 +14,7 @@ LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/$(ACCELERATE
 RUN_DIR := runs/$(RECIPE)
 PROMPT ?= ROMEO:
 
-.PHONY: install pretrain sft chat sample test style quality clean
+.PHONY: install pretrain sft grpo chat sample test style quality clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ pretrain: $(STAMP)
 
 sft: $(STAMP)
 	$(LAUNCH) recipes/sft.py --config recipes/$(RECIPE)/sft.yaml $(ARGS)
+
+grpo: $(STAMP)
+	$(LAUNCH) recipes/grpo.py --config recipes/$(RECIPE)/grpo.yaml $(ARGS)
 
 chat: $(STAMP)
 	$(BIN)/deepdive chat --model $(RUN_DIR)/sft

@@ -30,3 +30,19 @@ def micro_base(tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("micro") / "base"
     run_recipe("pretrain.py", "--config", "recipes/micro/pretrain.yaml", "--output_dir", str(output_dir))
     return output_dir
+
+
+@pytest.fixture(scope="session")
+def micro_sft(micro_base, tmp_path_factory) -> Path:
+    """A chat model folder written by `recipes/sft.py` on the micro recipe, from `micro_base`."""
+    output_dir = tmp_path_factory.mktemp("micro") / "sft"
+    run_recipe(
+        "sft.py",
+        "--config",
+        "recipes/micro/sft.yaml",
+        "--model_name_or_path",
+        str(micro_base),
+        "--output_dir",
+        str(output_dir),
+    )
+    return output_dir

@@ -2,25 +2,9 @@
 
 import json
 
-import pytest
 import torch
 from conftest import run_recipe
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
-
-
-@pytest.fixture(scope="module")
-def micro_sft(micro_base, tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("sft") / "sft"
-    run_recipe(
-        "sft.py",
-        "--config",
-        "recipes/micro/sft.yaml",
-        "--model_name_or_path",
-        str(micro_base),
-        "--output_dir",
-        str(output_dir),
-    )
-    return output_dir
 
 
 def test_writes_a_chat_model_with_its_template(micro_sft):

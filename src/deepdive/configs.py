@@ -82,7 +82,10 @@ def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple
         recipe = read_recipe(config_path, parser)
         args = args[:at] + args[at + 2 :]
         parser.set_defaults_with_config(**recipe)
-    *parsed, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    except ValueError as error:  # a library config's own check, e.g. GRPOConfig's batch arithmetic
+        raise RecipeError(str(error).strip().splitlines()[0]) from None
     unknown = [arg for arg in remaining if arg.startswith("--")]
     if remaining:
         flag = (unknown or remaining)[0]
@@ -169,3 +172,29 @@ class SFTArguments:
         default=200, metadata={"help": "Held-out prompts per task scored after training (greedy decoding)."}
     )
     eval_max_new_tokens: int = field(default=160, metadata={"help": "Reply budget of the held-out evaluation."})
+
+
+@dataclass
+class GRPOArguments:
+    """What GRPO needs beyond TRL's `GRPOConfig`, `ModelConfig` and `ScriptArguments`."""
+
+    # Data
+    tasks: list[str] = field(
+        default_factory=lambda: ["arithmetic"], metadata={"help": "Task families whose problems are practised."}
+    )
+    num_train_prompts: int = field(default=4000, metadata={"help": "Problems generated for practice."})
+    # Rewards
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": "Rewards by name (deepdive.rewards.REWARDS); weights go in `reward_weights`."},
+    )
+    # Training
+    muon_lr: float | None = field(
+        default=None,
+        metadata={"help": "Muon for the 2-D weights inside the blocks at this learning rate (as in pretraining)."},
+    )
+    # Evaluation
+    num_test_examples: int = field(
+        default=500, metadata={"help": "Held-out problems per task scored before and after RL (greedy)."}
+    )
+    eval_max_new_tokens: int = field(default=120, metadata={"help": "Reply budget of the held-out evaluation."})

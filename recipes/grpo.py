@@ -1,0 +1,94 @@
+"""Stage 3 of the lecture, reinforcement learning: practise on problems with checkable answers (GRPO).
+
+    python recipes/grpo.py --config recipes/tiny/grpo.yaml
+    accelerate launch recipes/grpo.py --config recipes/tiny/grpo.yaml --use_peft true
+
+SFT model (`runs/<recipe>/sft` or any Hub id) -> held-out accuracy before -> problems in TRL's conversational
+`prompt` format with `task`/`answer` columns the rewards read -> TRL `GRPOTrainer` (a group of sampled
+replies per problem, rewarded by the task checkers) -> held-out accuracy after, with the same evaluation code
+-> a Hugging Face folder (`runs/<recipe>/grpo`). With `use_peft`, a LoRA adapter.
+"""
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, get_peft_config
+
+from deepdive.chat import add_chat_template
+from deepdive.configs import GRPOArguments, parse_recipe
+from deepdive.errors import DataError, DeepdiveError
+from deepdive.evaluation import evaluate_tasks
+from deepdive.optim import build_muon_adamw
+from deepdive.rewards import get_reward_funcs
+from deepdive.tasks import TASKS, build_mixture
+from deepdive.training import write_metrics
+
+
+logger = logging.getLogger("deepdive.grpo")
+
+
+def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig):
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+    reward_funcs = get_reward_funcs(args.reward_funcs, training_args.reward_weights)
+
+    # Data: problems as conversational prompts; `task` and `answer` columns reach the reward functions
+    for name in args.tasks:
+        if name not in TASKS:
+            raise DataError(f"tasks: unknown task '{name}'; valid tasks: {', '.join(sorted(TASKS))}")
+    train_dataset = build_mixture(dict.fromkeys(args.tasks, 1.0), args.num_train_prompts, "train", training_args.seed)
+    train_dataset = train_dataset.select_columns(["prompt", "task", "answer"])
+
+    # Model and tokenizer from the SFT stage (or the Hub)
+    tokenizer = add_chat_template(AutoTokenizer.from_pretrained(model_args.model_name_or_path))
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path,
+        dtype=model_args.dtype if model_args.dtype not in (None, "auto") else None,
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=training_args.trust_remote_code,
+        use_safetensors=True,
+    )
+    evaluate = lambda: evaluate_tasks(  # noqa: E731 - the same evaluation before and after
+        model, tokenizer, args.tasks, args.num_test_examples, args.eval_max_new_tokens,
+        training_args.per_device_eval_batch_size,
+    )  # fmt: skip
+    metrics = {"stage": "grpo"}
+    if args.num_test_examples:
+        metrics.update({f"before_{key}": value for key, value in evaluate().items()})
+
+    # Train: sample groups of replies, reward them, push towards the better ones
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        optimizers=(build_muon_adamw(model, training_args, args.muon_lr) if args.muon_lr else None, None),
+    )
+    started = time.time()
+    train_result = trainer.train()
+    metrics.update(train_loss=train_result.training_loss, train_seconds=time.time() - started)
+    trainer.save_model(str(output_dir))
+
+    # Evaluate the trained model with the same code and prompts
+    if args.num_test_examples:
+        model = trainer.model
+        metrics.update({f"after_{key}": value for key, value in evaluate().items()})
+    rewards = [entry for entry in trainer.state.log_history if "reward" in entry]
+    metrics["reward_curve"] = [{"step": entry["step"], "reward": entry["reward"]} for entry in rewards]
+    if trainer.is_world_process_zero():
+        write_metrics(output_dir, metrics)
+    logger.info("metrics: %s", {k: v for k, v in metrics.items() if k != "reward_curve"})
+    return metrics
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
+    try:
+        main(*parse_recipe((ScriptArguments, GRPOArguments, GRPOConfig, ModelConfig)))
+    except DeepdiveError as error:
+        sys.exit(f"error: {error}")
