@@ -14,16 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, get_peft_config
 
-from deepdive.chat import add_chat_template
+from deepdive.chat import load_chat_model
 from deepdive.configs import GRPOArguments, parse_recipe
-from deepdive.errors import DataError, DeepdiveError
+from deepdive.errors import DeepdiveError
 from deepdive.evaluation import evaluate_tasks
 from deepdive.optim import build_muon_adamw
 from deepdive.rewards import get_reward_funcs
-from deepdive.tasks import TASKS, build_mixture
+from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import write_metrics
 
 
@@ -36,21 +36,12 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
     reward_funcs = get_reward_funcs(args.reward_funcs, training_args.reward_weights)
 
     # Data: problems as conversational prompts; `task` and `answer` columns reach the reward functions
-    for name in args.tasks:
-        if name not in TASKS:
-            raise DataError(f"tasks: unknown task '{name}'; valid tasks: {', '.join(sorted(TASKS))}")
+    check_task_names(args.tasks)
     train_dataset = build_mixture(dict.fromkeys(args.tasks, 1.0), args.num_train_prompts, "train", training_args.seed)
     train_dataset = train_dataset.select_columns(["prompt", "task", "answer"])
 
     # Model and tokenizer from the SFT stage (or the Hub)
-    tokenizer = add_chat_template(AutoTokenizer.from_pretrained(model_args.model_name_or_path))
-    model = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path,
-        dtype=model_args.dtype if model_args.dtype not in (None, "auto") else None,
-        attn_implementation=model_args.attn_implementation,
-        trust_remote_code=training_args.trust_remote_code,
-        use_safetensors=True,
-    )
+    model, tokenizer = load_chat_model(model_args, training_args.trust_remote_code)
     evaluate = lambda: evaluate_tasks(  # noqa: E731 - the same evaluation before and after
         model, tokenizer, args.tasks, args.num_test_examples, args.eval_max_new_tokens,
         training_args.per_device_eval_batch_size,

@@ -14,16 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import set_seed
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, get_peft_config
 
-from deepdive.chat import add_chat_template, validate_conversations
+from deepdive.chat import load_chat_model, validate_conversations
 from deepdive.configs import SFTArguments, parse_recipe
 from deepdive.data import load_conversations
 from deepdive.errors import DataError, DeepdiveError
 from deepdive.evaluation import evaluate_tasks
 from deepdive.optim import build_muon_adamw
-from deepdive.tasks import TASKS, build_mixture
+from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import write_metrics
 
 
@@ -38,9 +38,7 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
     if args.data_files or script_args.dataset_name:
         train_dataset = load_conversations(args.data_files, script_args.dataset_name, script_args.dataset_train_split)
     else:
-        for name in args.tasks:
-            if name not in TASKS:
-                raise DataError(f"tasks: unknown task '{name}'; valid tasks: {', '.join(sorted(TASKS))}")
+        check_task_names(args.tasks)
         if args.task_weights and len(args.task_weights) != len(args.tasks):
             raise DataError(f"task_weights: {len(args.task_weights)} weights for {len(args.tasks)} tasks")
         weights = dict(zip(args.tasks, args.task_weights or [1.0] * len(args.tasks), strict=True))
@@ -49,14 +47,7 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
     train_dataset = train_dataset.select_columns(["messages"])
 
     # Tokenizer with the chat template; model from the pretraining stage (or the Hub)
-    tokenizer = add_chat_template(AutoTokenizer.from_pretrained(model_args.model_name_or_path))
-    model = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path,
-        dtype=model_args.dtype if model_args.dtype not in (None, "auto") else None,
-        attn_implementation=model_args.attn_implementation,
-        trust_remote_code=training_args.trust_remote_code,
-        use_safetensors=True,
-    )
+    model, tokenizer = load_chat_model(model_args, training_args.trust_remote_code)
     if training_args.max_length and training_args.max_length > model.config.max_position_embeddings:
         raise DataError(
             f"max_length: {training_args.max_length} exceeds the model's {model.config.max_position_embeddings} "

@@ -24,6 +24,21 @@ def run_recipe(script: str, *args: str, check: bool = True) -> subprocess.Comple
     return result
 
 
+def run_micro(stage: str, model_dir, output_dir, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `recipes/<stage>.py` on its micro recipe from `model_dir` into `output_dir`."""
+    return run_recipe(
+        f"{stage}.py",
+        "--config",
+        f"recipes/micro/{stage}.yaml",
+        "--model_name_or_path",
+        str(model_dir),
+        "--output_dir",
+        str(output_dir),
+        *extra,
+        check=check,
+    )
+
+
 @pytest.fixture(scope="session")
 def micro_base(tmp_path_factory) -> Path:
     """A model folder written by `recipes/pretrain.py` on the micro recipe."""
@@ -36,13 +51,5 @@ def micro_base(tmp_path_factory) -> Path:
 def micro_sft(micro_base, tmp_path_factory) -> Path:
     """A chat model folder written by `recipes/sft.py` on the micro recipe, from `micro_base`."""
     output_dir = tmp_path_factory.mktemp("micro") / "sft"
-    run_recipe(
-        "sft.py",
-        "--config",
-        "recipes/micro/sft.yaml",
-        "--model_name_or_path",
-        str(micro_base),
-        "--output_dir",
-        str(output_dir),
-    )
+    run_micro("sft", micro_base, output_dir)
     return output_dir

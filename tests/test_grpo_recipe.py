@@ -4,7 +4,7 @@ import json
 import sys
 
 import pytest
-from conftest import REPO, run_recipe
+from conftest import REPO, run_micro
 from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, ModelConfig, ScriptArguments
 
@@ -13,10 +13,7 @@ from deepdive.configs import GRPOArguments, parse_recipe
 
 def test_writes_a_model_and_before_after_accuracy(micro_sft, tmp_path):
     output_dir = tmp_path / "grpo"
-    run_recipe(
-        "grpo.py", "--config", "recipes/micro/grpo.yaml", "--model_name_or_path", str(micro_sft),
-        "--output_dir", str(output_dir),
-    )  # fmt: skip
+    run_micro("grpo", micro_sft, output_dir)
     metrics = json.loads((output_dir / "metrics.json").read_text())
     for prefix in ("before_", "after_"):
         assert 0.0 <= metrics[f"{prefix}arithmetic_accuracy"] <= 1.0 and metrics[f"{prefix}test_prompts"] == 4
@@ -26,11 +23,8 @@ def test_writes_a_model_and_before_after_accuracy(micro_sft, tmp_path):
 
 def test_lora_saves_an_adapter(micro_sft, tmp_path):
     output_dir = tmp_path / "lora"
-    run_recipe(
-        "grpo.py", "--config", "recipes/micro/grpo.yaml", "--model_name_or_path", str(micro_sft),
-        "--output_dir", str(output_dir), "--use_peft", "true", "--lora_r", "4",
-        "--lora_target_modules", "q_proj", "v_proj", "--num_test_examples", "0",
-    )  # fmt: skip
+    lora = ["--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"]
+    run_micro("grpo", micro_sft, output_dir, *lora, "--num_test_examples", "0")
     assert (output_dir / "adapter_config.json").is_file() and not (output_dir / "model.safetensors").exists()
 
 
@@ -71,10 +65,7 @@ def test_task_and_answer_columns_reach_the_rewards(micro_sft, tmp_path, monkeypa
 )
 def test_bad_input_stops_before_training(micro_sft, tmp_path, extra, message):
     output_dir = tmp_path / "never"
-    result = run_recipe(
-        "grpo.py", "--config", "recipes/micro/grpo.yaml", "--model_name_or_path", str(micro_sft),
-        "--output_dir", str(output_dir), *extra, check=False,
-    )  # fmt: skip
+    result = run_micro("grpo", micro_sft, output_dir, *extra, check=False)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-1500:]
     assert not output_dir.exists()

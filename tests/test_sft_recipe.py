@@ -3,7 +3,7 @@
 import json
 
 import torch
-from conftest import run_recipe
+from conftest import run_micro
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 
@@ -31,14 +31,10 @@ def test_only_assistant_tokens_changed_the_model(micro_base, micro_sft):
 
 def test_lora_trains_an_adapter_that_merges(micro_base, tmp_path):
     adapter_dir = tmp_path / "lora"
-    run_recipe(
-        "sft.py",
-        "--config",
-        "recipes/micro/sft.yaml",
-        "--model_name_or_path",
-        str(micro_base),
-        "--output_dir",
-        str(adapter_dir),
+    run_micro(
+        "sft",
+        micro_base,
+        adapter_dir,
         "--use_peft",
         "true",
         "--lora_r",
@@ -73,17 +69,7 @@ def test_bad_input_stops_before_training(micro_base, tmp_path):
     ]
     for extra, message in cases:
         output_dir = tmp_path / "never"
-        result = run_recipe(
-            "sft.py",
-            "--config",
-            "recipes/micro/sft.yaml",
-            "--model_name_or_path",
-            str(micro_base),
-            "--output_dir",
-            str(output_dir),
-            *extra,
-            check=False,
-        )
+        result = run_micro("sft", micro_base, output_dir, *extra, check=False)
         assert result.returncode != 0
         assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-1500:]
         assert not output_dir.exists()

@@ -56,6 +56,22 @@ def add_chat_template(tokenizer, where: str = "model_name_or_path"):
     return tokenizer
 
 
+def load_chat_model(model_args, trust_remote_code: bool = False):
+    """(model, tokenizer) for the SFT and GRPO recipes: TRL `ModelConfig` fields, safetensors weights only,
+    and a tokenizer that carries a chat template."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = add_chat_template(AutoTokenizer.from_pretrained(model_args.model_name_or_path))
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path,
+        dtype=model_args.dtype if model_args.dtype not in (None, "auto") else None,
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+    )
+    return model, tokenizer
+
+
 def validate_conversation(messages, where: str) -> None:
     """One-line DataError for a conversation the template cannot train on."""
     if not isinstance(messages, list) or not messages:

@@ -24,6 +24,13 @@ from deepdive.tasks.spelling import Spelling
 TASKS: dict[str, object] = {task.name: task for task in (Arithmetic(), Identity(), ShakespeareQA(), Spelling())}
 
 
+def check_task_names(names: list[str]) -> None:
+    """One-line error, naming the recipe field, for a task name that is not registered."""
+    for name in names:
+        if name not in TASKS:
+            raise DataError(f"tasks: unknown task '{name}'; valid tasks: {', '.join(sorted(TASKS))}")
+
+
 def get_task(name: str):
     """The task family registered under `name`."""
     if name not in TASKS:
