@@ -21,7 +21,7 @@ from deepdive.chat import load_chat_model
 from deepdive.configs import GRPOArguments, parse_recipe
 from deepdive.errors import DeepdiveError
 from deepdive.evaluation import evaluate_tasks
-from deepdive.optim import build_muon_adamw
+from deepdive.optim import build_optimizer
 from deepdive.rewards import get_reward_funcs
 from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import write_metrics
@@ -58,7 +58,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        optimizers=(build_muon_adamw(model, training_args, args.muon_lr) if args.muon_lr else None, None),
+        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
     )
     started = time.time()
     train_result = trainer.train()

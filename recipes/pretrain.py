@@ -25,7 +25,7 @@ from deepdive.data import load_corpus, packed_dataset, tokenize_documents
 from deepdive.errors import DeepdiveError
 from deepdive.evaluation import bits_per_byte
 from deepdive.modeling import build_llama_config, build_model, count_parameters
-from deepdive.optim import build_muon_adamw
+from deepdive.optim import build_optimizer
 from deepdive.tokenizer import bytes_per_token, token_byte_lengths, train_tokenizer
 from deepdive.training import (
     SampleGenerationCallback,
@@ -93,7 +93,6 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
     token_bytes = token_byte_lengths(tokenizer)
 
     # Train
-    optimizer = build_muon_adamw(model, training_args, args.muon_lr) if args.muon_lr else None
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -104,7 +103,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         compute_metrics=bits_per_byte_metric(token_bytes),
         preprocess_logits_for_metrics=sum_token_nll,
         callbacks=[SampleGenerationCallback(tokenizer, args.sample_prompts, args.sample_max_new_tokens)],
-        optimizers=(optimizer, None),
+        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
     )
     started = time.time()
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
@@ -128,6 +127,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
     # Save: model + tokenizer + generation config + metrics, in plain Hugging Face format
     model.generation_config = default_generation_config(tokenizer)
     trainer.save_model(str(output_dir))
+    train_tokens = train_result.global_step * _tokens_per_step(training_args, args.seq_len)
     metrics = {
         "stage": "pretrain",
         "val_bits_per_byte": final["bits_per_byte"],
@@ -136,12 +136,10 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         "val_bytes": final["bytes"],
         "val_bytes_per_token": validation_bytes_per_token,
         "parameters": n_params,
-        "train_tokens": train_result.global_step * _tokens_per_step(training_args, args.seq_len),
+        "train_tokens": train_tokens,
         "train_seconds": train_seconds,
         "train_loss": train_result.training_loss,
-        "train_tokens_per_second": train_result.global_step
-        * _tokens_per_step(training_args, args.seq_len)
-        / train_seconds,
+        "train_tokens_per_second": train_tokens / train_seconds,
     }
     if trainer.is_world_process_zero():
         write_metrics(output_dir, metrics)

@@ -22,7 +22,7 @@ from deepdive.configs import SFTArguments, parse_recipe
 from deepdive.data import load_conversations
 from deepdive.errors import DataError, DeepdiveError
 from deepdive.evaluation import evaluate_tasks
-from deepdive.optim import build_muon_adamw
+from deepdive.optim import build_optimizer
 from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import write_metrics
 
@@ -61,7 +61,7 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        optimizers=(build_muon_adamw(model, training_args, args.muon_lr) if args.muon_lr else None, None),
+        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
     )
     started = time.time()
     train_result = trainer.train()

@@ -3,7 +3,7 @@ import copy
 import torch
 
 from deepdive.modeling import build_llama_config, build_model
-from deepdive.optim import MuonAdamW, split_muon_parameters
+from deepdive.optim import MuonAdamW, build_optimizer, split_muon_parameters
 
 
 class Vocabulary:
@@ -75,3 +75,13 @@ def test_muon_lowers_the_loss():
         optimizer.step()
         optimizer.zero_grad()
     assert model(input_ids=batch, labels=batch).loss.item() < before - 1.0
+
+
+def test_without_muon_lr_the_trainer_keeps_its_own_optimizer():
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir="unused", use_cpu=True, learning_rate=3e-3, adam_beta2=0.95)
+    assert build_optimizer(tiny_model(), args, None) is None
+    optimizer = build_optimizer(tiny_model(), args, 1e-2)
+    assert optimizer.adamw.param_groups[0]["lr"] == 3e-3 and optimizer.adamw.param_groups[0]["betas"] == (0.9, 0.95)
+    assert optimizer.muon.param_groups[0]["lr"] == 1e-2

@@ -19,7 +19,21 @@ from deepdive.errors import RecipeError
 
 
 @dataclass
-class PretrainArguments:
+class MuonArguments:
+    """The optimizer choice every recipe shares (TrainingArguments' `optim` has no Muon)."""
+
+    # Training
+    muon_lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Train the 2-D weights inside the blocks with Muon at this learning rate (AdamW units); "
+            "embeddings and norms keep AdamW at `learning_rate`. Unset: AdamW everywhere (`optim`)."
+        },
+    )
+
+
+@dataclass
+class PretrainArguments(MuonArguments):
     """What pretraining needs beyond `TrainingArguments` and TRL's `ScriptArguments`."""
 
     # Data
@@ -49,14 +63,6 @@ class PretrainArguments:
     intermediate_size: int | None = field(default=None, metadata={"help": "SwiGLU width; default ~8/3 x hidden."})
     seq_len: int = field(default=256, metadata={"help": "Tokens per packed training block (the context length)."})
     rope_theta: float = field(default=10000.0, metadata={"help": "RoPE base frequency."})
-    # Training
-    muon_lr: float | None = field(
-        default=None,
-        metadata={
-            "help": "Train the 2-D weights inside the blocks with Muon at this learning rate (AdamW units); "
-            "embeddings and norms keep AdamW at `learning_rate`. Unset: AdamW everywhere (`optim`)."
-        },
-    )
     # Evaluation
     eval_stride: int | None = field(
         default=None, metadata={"help": "Window stride of the final val bits-per-byte pass; default seq_len // 2."}
@@ -147,7 +153,7 @@ def _convert(config_path: str, name: str, value, action):
 
 
 @dataclass
-class SFTArguments:
+class SFTArguments(MuonArguments):
     """What supervised fine-tuning needs beyond TRL's `SFTConfig`, `ModelConfig` and `ScriptArguments`."""
 
     # Data
@@ -159,11 +165,6 @@ class SFTArguments:
         default=None, metadata={"help": "Mixture weight of each task, in the order of `tasks`; default equal."}
     )
     num_train_examples: int = field(default=20000, metadata={"help": "Conversations generated for training."})
-    # Training
-    muon_lr: float | None = field(
-        default=None,
-        metadata={"help": "Muon for the 2-D weights inside the blocks at this learning rate (as in pretraining)."},
-    )
     data_files: list[str] | None = field(
         default=None, metadata={"help": "Local JSONL files of conversations (a `messages` list per line)."}
     )
@@ -175,7 +176,7 @@ class SFTArguments:
 
 
 @dataclass
-class GRPOArguments:
+class GRPOArguments(MuonArguments):
     """What GRPO needs beyond TRL's `GRPOConfig`, `ModelConfig` and `ScriptArguments`."""
 
     # Data
@@ -187,11 +188,6 @@ class GRPOArguments:
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],
         metadata={"help": "Rewards by name (deepdive.rewards.REWARDS); weights go in `reward_weights`."},
-    )
-    # Training
-    muon_lr: float | None = field(
-        default=None,
-        metadata={"help": "Muon for the 2-D weights inside the blocks at this learning rate (as in pretraining)."},
     )
     # Evaluation
     num_test_examples: int = field(

@@ -72,8 +72,11 @@ class MuonAdamW(torch.optim.Optimizer):
         self._share_groups()
 
 
-def build_muon_adamw(model: torch.nn.Module, training_args, muon_lr: float) -> MuonAdamW:
-    """The optimizer for a recipe with `optimizer: muon`: AdamW settings from `TrainingArguments`."""
+def build_optimizer(model: torch.nn.Module, training_args, muon_lr: float | None) -> MuonAdamW | None:
+    """Muon + AdamW when the recipe sets `muon_lr` (AdamW settings from `TrainingArguments`); otherwise None,
+    so the Trainer builds the optimizer named by `optim` as usual."""
+    if not muon_lr:
+        return None
     muon_params, adamw_params = split_muon_parameters(model)
     return MuonAdamW(
         muon_params,
