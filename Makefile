@@ -1,7 +1,8 @@
-# deepdive: `make pretrain` trains the default tiny model on the CPU, `make sft` turns it into an assistant,
-# `make chat` talks to it; `make test` runs the test suite.
-# Both set up .venv from a bare python3 first. Variables: RECIPE (a folder of recipes/), ARGS (extra recipe
-# overrides, e.g. ARGS="--max_steps 50"), ACCELERATE (a file of accelerate_configs/, without .yaml).
+# deepdive: `make all` runs the whole pipeline (pretrain -> sft -> grpo -> eval -> report) on the default tiny
+# recipe, skipping stages already finished; `make pretrain`, `make sft`, `make grpo` run one stage; `make chat`
+# talks to the assistant; `make test` runs the test suite. Every target sets up .venv from a bare python3 first.
+# Variables: RECIPE (a folder of recipes/), ARGS (extra overrides for one stage, e.g. ARGS="--max_steps 50"),
+# ACCELERATE (a file of accelerate_configs/, without .yaml), STAGE and HUB_MODEL_ID (and PRIVATE=1) for push.
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,8 +14,12 @@ ACCELERATE ?= cpu
 LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/$(ACCELERATE).yaml
 RUN_DIR := runs/$(RECIPE)
 PROMPT ?= ROMEO:
+STAGE ?= sft
+HUB_MODEL_ID ?=
+PRIVATE ?=
+STAGES := base sft grpo
 
-.PHONY: install pretrain sft grpo chat sample test style quality clean
+.PHONY: all install pretrain sft grpo eval report push chat sample test style quality clean
 
 install: $(STAMP)
 
@@ -27,6 +32,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# `make all`: each stage is a file target on the record it writes last (metrics.json), so a finished stage
+# is skipped and a crashed or edited one (its recipe is newer) runs again, resuming where it can.
+all: $(RUN_DIR)/report.md
+
+$(RUN_DIR)/base/metrics.json: recipes/$(RECIPE)/pretrain.yaml | $(STAMP)
+	$(LAUNCH) recipes/pretrain.py --config $<
+
+$(RUN_DIR)/sft/metrics.json: recipes/$(RECIPE)/sft.yaml $(RUN_DIR)/base/metrics.json
+	$(LAUNCH) recipes/sft.py --config $<
+
+$(RUN_DIR)/grpo/metrics.json: recipes/$(RECIPE)/grpo.yaml $(RUN_DIR)/sft/metrics.json
+	$(LAUNCH) recipes/grpo.py --config $<
+
+$(RUN_DIR)/%/eval.json: $(RUN_DIR)/%/metrics.json
+	$(BIN)/deepdive eval --model $(RUN_DIR)/$*
+
+$(RUN_DIR)/report.md: $(foreach stage,$(STAGES),$(RUN_DIR)/$(stage)/eval.json)
+	$(BIN)/deepdive report --run $(RUN_DIR)
+
 pretrain: $(STAMP)
 	$(LAUNCH) recipes/pretrain.py --config recipes/$(RECIPE)/pretrain.yaml $(ARGS)
 
@@ -35,6 +59,21 @@ sft: $(STAMP)
 
 grpo: $(STAMP)
 	$(LAUNCH) recipes/grpo.py --config recipes/$(RECIPE)/grpo.yaml $(ARGS)
+
+# Evaluate every finished stage of the run (eval.json beside each model), then gather the report card.
+eval: $(STAMP)
+	@for stage in $(STAGES); do \
+		if [ -f $(RUN_DIR)/$$stage/metrics.json ]; then $(BIN)/deepdive eval --model $(RUN_DIR)/$$stage || exit 1; fi; \
+	done
+
+report: $(STAMP)
+	$(BIN)/deepdive report --run $(RUN_DIR)
+
+# make push STAGE=sft HUB_MODEL_ID=your-name/deepdive-tiny-sft [PRIVATE=1]; the token comes from HF_TOKEN or
+# `hf auth login` and is never written anywhere.
+push: $(STAMP)
+	@test -n "$(HUB_MODEL_ID)" || { echo "error: HUB_MODEL_ID: give the Hub repo, e.g. make push STAGE=sft HUB_MODEL_ID=you/deepdive-tiny-sft"; exit 2; }
+	$(BIN)/deepdive push --model $(RUN_DIR)/$(if $(filter pretrain,$(STAGE)),base,$(STAGE)) --repo_id $(HUB_MODEL_ID) $(if $(PRIVATE),--private)
 
 chat: $(STAMP)
 	$(BIN)/deepdive chat --model $(RUN_DIR)/sft

@@ -24,15 +24,17 @@ from deepdive.evaluation import evaluate_tasks
 from deepdive.optim import build_optimizer
 from deepdive.rewards import get_reward_funcs
 from deepdive.tasks import build_mixture, check_task_names
-from deepdive.training import write_metrics
+from deepdive.training import finish_run, hub_target
 
 
 logger = logging.getLogger("deepdive.grpo")
 
 
 def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig):
+    started = time.time()
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
+    push_to = hub_target(training_args)
     reward_funcs = get_reward_funcs(args.reward_funcs, training_args.reward_weights)
 
     # Data: problems as conversational prompts; `task` and `answer` columns reach the reward functions
@@ -60,9 +62,9 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
         peft_config=get_peft_config(model_args),
         optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
     )
-    started = time.time()
+    train_started = time.time()
     train_result = trainer.train()
-    metrics.update(train_loss=train_result.training_loss, train_seconds=time.time() - started)
+    metrics.update(train_loss=train_result.training_loss, train_seconds=time.time() - train_started)
     trainer.save_model(str(output_dir))
 
     # Evaluate the trained model with the same code and prompts
@@ -71,8 +73,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
         metrics.update({f"after_{key}": value for key, value in evaluate().items()})
     rewards = [entry for entry in trainer.state.log_history if "reward" in entry]
     metrics["reward_curve"] = [{"step": entry["step"], "reward": entry["reward"]} for entry in rewards]
-    if trainer.is_world_process_zero():
-        write_metrics(output_dir, metrics)
+    finish_run(trainer, output_dir, metrics, started, push_to)
     logger.info("metrics: %s", {k: v for k, v in metrics.items() if k != "reward_curve"})
     return metrics
 

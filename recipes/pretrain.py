@@ -23,7 +23,7 @@ from trl import ScriptArguments
 from deepdive.configs import PretrainArguments, parse_recipe
 from deepdive.data import load_corpus, packed_dataset, tokenize_documents
 from deepdive.errors import DeepdiveError
-from deepdive.evaluation import bits_per_byte
+from deepdive.evaluation import bits_per_byte, token_stream
 from deepdive.modeling import build_llama_config, build_model, count_parameters
 from deepdive.optim import build_optimizer
 from deepdive.tokenizer import bytes_per_token, token_byte_lengths, train_tokenizer
@@ -32,8 +32,9 @@ from deepdive.training import (
     bits_per_byte_metric,
     collate_blocks,
     default_generation_config,
+    finish_run,
+    hub_target,
     sum_token_nll,
-    write_metrics,
 )
 
 
@@ -41,8 +42,10 @@ logger = logging.getLogger("deepdive.pretrain")
 
 
 def main(script_args: ScriptArguments, args: PretrainArguments, training_args: TrainingArguments) -> dict:
+    started = time.time()
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
+    push_to = hub_target(training_args)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "tensorboard"))
 
     # Data: documents with a train split and a held-out validation split
@@ -105,17 +108,15 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         callbacks=[SampleGenerationCallback(tokenizer, args.sample_prompts, args.sample_max_new_tokens)],
         optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
     )
-    started = time.time()
+    train_started = time.time()
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
-    train_seconds = time.time() - started
+    train_seconds = time.time() - train_started
 
     # Final metric: bits per byte over the whole validation split, every byte scored once
-    validation_stream = [token for doc in tokenized["validation"]["input_ids"] for token in doc]
-    validation_stream.insert(0, tokenizer.eos_token_id)  # the first document, too, starts after a separator
     final = bits_per_byte(
         trainer.model,
-        validation_stream,
+        token_stream(list(tokenized["validation"]["input_ids"]), tokenizer.eos_token_id),
         token_bytes,
         seq_len=args.seq_len,
         stride=args.eval_stride or args.seq_len // 2,
@@ -141,8 +142,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         "train_loss": train_result.training_loss,
         "train_tokens_per_second": train_tokens / train_seconds,
     }
-    if trainer.is_world_process_zero():
-        write_metrics(output_dir, metrics)
+    finish_run(trainer, output_dir, metrics, started, push_to)
     logger.info("val bits per byte %.4f -> %s", final["bits_per_byte"], output_dir)
     return metrics
 

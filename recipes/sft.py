@@ -24,15 +24,17 @@ from deepdive.errors import DataError, DeepdiveError
 from deepdive.evaluation import evaluate_tasks
 from deepdive.optim import build_optimizer
 from deepdive.tasks import build_mixture, check_task_names
-from deepdive.training import write_metrics
+from deepdive.training import finish_run, hub_target
 
 
 logger = logging.getLogger("deepdive.sft")
 
 
 def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig):
+    started = time.time()
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
+    push_to = hub_target(training_args)
 
     # Data: generated task conversations, or the user's own
     if args.data_files or script_args.dataset_name:
@@ -63,15 +65,15 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
         peft_config=get_peft_config(model_args),
         optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
     )
-    started = time.time()
+    train_started = time.time()
     train_result = trainer.train()
-    train_seconds = time.time() - started
+    train_seconds = time.time() - train_started
     trainer.save_model(str(output_dir))
 
     # Evaluate: greedy replies to held-out prompts of each task, scored by the task's checker
     metrics = {"stage": "sft", "train_loss": train_result.training_loss, "train_seconds": train_seconds}
     if args.num_test_examples and not (args.data_files or script_args.dataset_name):
-        started = time.time()
+        eval_started = time.time()
         metrics.update(
             evaluate_tasks(
                 trainer.model,
@@ -82,9 +84,8 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
                 batch_size=training_args.per_device_eval_batch_size,
             )
         )
-        metrics["eval_seconds"] = time.time() - started
-    if trainer.is_world_process_zero():
-        write_metrics(output_dir, metrics)
+        metrics["eval_seconds"] = time.time() - eval_started
+    finish_run(trainer, output_dir, metrics, started, push_to)
     logger.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     return metrics
 

@@ -3,11 +3,17 @@
     deepdive sample --model runs/tiny/base --prompt "ROMEO:" --temperature 0.8 --top_k 50 --seed 0
     deepdive chat --model runs/tiny/sft                      # multi-turn; --prompt "..." for one reply
     deepdive merge --adapter runs/tiny/sft-lora --output_dir runs/tiny/sft-merged
+    deepdive eval --model runs/tiny/sft                      # writes runs/tiny/sft/eval.json
+    deepdive report --run runs/tiny                          # writes runs/tiny/report.md + plots
+    deepdive card --model runs/tiny/sft                      # rewrites the model card (README.md)
+    deepdive push --model runs/tiny/sft --repo_id you/deepdive-tiny-sft [--private]
 
 `sample` lets the base model do what pretraining taught it, continue text token by token (the lecture's
 "token simulator"), streaming each token as it is drawn. The model folder is any Hugging Face causal LM, so
 the same command samples a Hub model too. `chat` talks to an SFT/GRPO model through its chat template;
-`merge` folds a LoRA adapter into its base model.
+`merge` folds a LoRA adapter into its base model. `eval` scores a finished folder by kind (bits per byte for a
+base model; held-out task accuracy, stop rate and pass@k for a chat model), `report` gathers a whole run into
+one report card, `card` rebuilds a folder's model card and `push` uploads a folder to the Hugging Face Hub.
 """
 
 import argparse
@@ -40,6 +46,29 @@ def main(argv: list[str] | None = None) -> None:
     merge.add_argument("--adapter", required=True, help="folder written by a recipe with use_peft: true")
     merge.add_argument("--output_dir", required=True)
 
+    evaluate = commands.add_parser("eval", help="evaluate a finished model folder; writes eval.json beside it")
+    evaluate.add_argument("--model", required=True, help="model folder, e.g. runs/tiny/sft")
+    evaluate.add_argument("--tasks", nargs="+", help="task families of a chat model (default: all)")
+    evaluate.add_argument("--num_test_examples", type=int, default=200, help="held-out prompts per task family")
+    evaluate.add_argument("--pass_task", default="arithmetic", help="the task family scored with pass@k")
+    evaluate.add_argument("--num_samples", type=int, default=8, help="sampled replies per problem for pass@k")
+    evaluate.add_argument("--k", type=int, nargs="+", default=[1, 8], help="the k of pass@k, each <= num_samples")
+    evaluate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for pass@k")
+    evaluate.add_argument("--batch_size", type=int, default=64)
+
+    report = commands.add_parser("report", help="write the report card of a run: report.md with plots")
+    report.add_argument("--run", default="runs/tiny", help="the run folder holding base/, sft/, grpo/")
+    report.add_argument("--no_side_by_side", action="store_true", help="skip answering the prompts per stage")
+
+    card = commands.add_parser("card", help="rewrite a finished folder's model card (README.md)")
+    card.add_argument("--model", required=True)
+
+    push = commands.add_parser("push", help="upload a finished folder, its card and the run's report to the Hub")
+    push.add_argument("--model", required=True, help="model folder, e.g. runs/tiny/sft")
+    push.add_argument("--repo_id", required=True, help="Hub repo, e.g. your-name/deepdive-tiny-sft")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--report", help="report card to include (default: report.md of the run folder, if any)")
+
     args = parser.parse_args(argv)
     from transformers.utils import logging
 
@@ -68,6 +97,42 @@ def _run(args: argparse.Namespace) -> None:
 
         merge_adapter(args.adapter, args.output_dir)
         print(f"merged model written to {args.output_dir}")
+    elif args.command == "eval":
+        from deepdive.cards import write_model_card
+        from deepdive.errors import DataError
+        from deepdive.evaluation import evaluate_folder
+
+        if args.num_samples and max(args.k) > args.num_samples:
+            raise DataError(f"--k: {max(args.k)} is more than the {args.num_samples} samples per problem")
+        metrics = evaluate_folder(
+            args.model,
+            args.tasks,
+            args.num_test_examples,
+            args.pass_task,
+            args.num_samples,
+            tuple(args.k),
+            args.temperature,
+            batch_size=args.batch_size,
+        )
+        write_model_card(args.model)
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+        print(f"{args.model}/eval.json: {shown}")
+    elif args.command == "report":
+        from deepdive.report import write_report
+
+        print(f"report card written to {write_report(args.run, side_by_side=not args.no_side_by_side)}")
+    elif args.command == "card":
+        from deepdive.cards import write_model_card
+
+        print(f"model card written to {write_model_card(args.model)}")
+    elif args.command == "push":
+        from pathlib import Path
+
+        from deepdive.hub import push_folder
+
+        report = args.report or Path(args.model).parent / "report.md"
+        url = push_folder(args.model, args.repo_id, args.private, report)
+        print(f"pushed {args.model} to https://huggingface.co/{args.repo_id} ({url})")
     elif args.command == "sample":
         from deepdive.sampling import sample_text
 

@@ -11,6 +11,7 @@ import argparse
 import difflib
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 from trl import TrlParser
@@ -194,3 +195,29 @@ class GRPOArguments(MuonArguments):
         default=500, metadata={"help": "Held-out problems per task scored before and after RL (greedy)."}
     )
     eval_max_new_tokens: int = field(default=120, metadata={"help": "Reply budget of the held-out evaluation."})
+
+
+def save_recipe(output_dir, args: list[str] | None = None) -> Path:
+    """Write the recipe a run used, its YAML file with the command-line overrides applied, as `recipe.yaml`."""
+    args = list(sys.argv[1:] if args is None else args)
+    recipe, overrides = {}, {}
+    if "--config" in args:
+        at = args.index("--config")
+        with open(args[at + 1], encoding="utf-8") as file:
+            recipe = yaml.safe_load(file) or {}
+        args = args[:at] + args[at + 2 :]
+    for index, arg in enumerate(args):
+        if arg.startswith("--"):
+            name, _, value = arg[2:].partition("=")
+            if not value:
+                following = args[index + 1] if index + 1 < len(args) else "true"
+                value = "true" if following.startswith("--") else following
+            overrides[name] = yaml.safe_load(value)
+    recipe.update(overrides)
+    path = Path(output_dir) / "recipe.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# The recipe this folder was trained with (deepdive), overrides applied: {sorted(overrides) or 'none'}\n"
+    )
+    path.write_text(header + yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path

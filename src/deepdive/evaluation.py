@@ -13,11 +13,23 @@ exactly once, with at least `seq_len - stride` tokens of context (except near th
 gives non-overlapping windows (cheapest); a smaller stride gives more context at more compute.
 """
 
-import math
+import functools
+import json
+from pathlib import Path
 
+import evaluate
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+
+
+@functools.cache
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """One of the `evaluate` metric modules shipped in `deepdive/metrics/`, loaded from its local path."""
+    return evaluate.load(str(METRICS_DIR / name))
 
 
 def window_starts(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
@@ -50,7 +62,7 @@ def bits_per_byte(
     ids = torch.tensor(token_ids, dtype=torch.long)
     byte_table = torch.tensor(token_bytes, dtype=torch.float64)
     windows = window_starts(len(ids), seq_len, stride)
-    total_nll, total_bytes, total_tokens = 0.0, 0.0, 0
+    window_nll, window_bytes, total_tokens = [], [], 0
     was_training = model.training
     model.eval()
     batches = range(0, len(windows), batch_size)
@@ -67,43 +79,59 @@ def bits_per_byte(
             logits = model(input_ids=inputs.to(device)).logits[:, :-1]
         targets = inputs[:, 1:]
         nll = F.cross_entropy(logits.float().flatten(0, 1), targets.to(device).flatten(), reduction="none").cpu()
-        mask = score.flatten()
-        total_nll += nll[mask].double().sum().item()
-        total_bytes += byte_table[targets.flatten()[mask]].sum().item()
-        total_tokens += int(mask.sum())
+        nll = nll.view(len(chunk), -1).double() * score
+        window_nll += nll.sum(dim=1).tolist()
+        window_bytes += (byte_table[targets] * score).sum(dim=1).long().tolist()
+        total_tokens += int(score.sum())
     model.train(was_training)
-    return {
-        "bits_per_byte": total_nll / (math.log(2) * total_bytes),
-        "loss": total_nll / total_tokens,
-        "tokens": total_tokens,
-        "bytes": int(total_bytes),
-    }
+    result = load_metric("bits_per_byte").compute(predictions=window_nll, references=window_bytes)
+    return {**result, "loss": sum(window_nll) / total_tokens, "tokens": total_tokens}
 
 
 # --- Chat models: task accuracy and stop rate --------------------------------------------------------------
 
 
 @torch.no_grad()
-def generate_replies(model, tokenizer, conversations, max_new_tokens: int, batch_size: int = 32, progress=False):
-    """Greedy replies to each conversation's prompt; returns (reply texts, whether each reply stopped)."""
+def generate_replies(
+    model,
+    tokenizer,
+    conversations,
+    max_new_tokens: int,
+    batch_size: int = 32,
+    progress: bool = False,
+    num_samples: int = 1,
+    temperature: float = 0.0,
+    seed: int = 0,
+):
+    """Replies to each conversation's prompt, greedy (temperature 0) or `num_samples` sampled ones each.
+
+    Returns (reply texts, whether each reply stopped with `<|im_end|>`), `num_samples` consecutive entries per
+    conversation.
+    """
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    greedy = temperature == 0
+    if greedy and num_samples != 1:
+        raise ValueError(f"num_samples: greedy decoding gives one reply per prompt, not {num_samples}")
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
     model.eval()
+    torch.manual_seed(seed)
     texts, stopped = [], []
+    prompts_per_batch = max(1, batch_size // num_samples)
     try:
-        for first in tqdm(range(0, len(conversations), batch_size), desc="replies", disable=not progress):
-            batch = conversations[first : first + batch_size]
+        for first in tqdm(range(0, len(conversations), prompts_per_batch), desc="replies", disable=not progress):
+            batch = conversations[first : first + prompts_per_batch]
             inputs = tokenizer.apply_chat_template(
                 batch, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
             ).to(model.device)
             output = model.generate(
                 **inputs,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_k=None,
-                top_p=None,
+                do_sample=not greedy,
+                num_return_sequences=num_samples,
+                temperature=None if greedy else temperature,
+                top_k=None if greedy else 0,
+                top_p=None if greedy else 1.0,
                 eos_token_id=end_of_turn,
                 pad_token_id=tokenizer.pad_token_id,
             )
@@ -120,19 +148,139 @@ def generate_replies(model, tokenizer, conversations, max_new_tokens: int, batch
 
 
 def evaluate_tasks(model, tokenizer, task_names, n_per_task: int, max_new_tokens: int = 160, batch_size: int = 32):
-    """Per-task accuracy (the task's own checker) and the share of replies that end with `<|im_end|>`."""
+    """Per-task greedy accuracy (each task's own checker, through the `task_accuracy` metric) and the share of
+    replies that end with `<|im_end|>`."""
     from deepdive.tasks import get_task
 
-    metrics, all_stopped = {}, []
+    replies, answers, tasks, stopped = [], [], [], []
     for name in task_names:
-        task = get_task(name)
-        examples = task.examples("test", n_per_task, seed=0)
-        replies, stopped = generate_replies(
+        examples = get_task(name).examples("test", n_per_task, seed=0)
+        texts, ends = generate_replies(
             model, tokenizer, [example["prompt"] for example in examples], max_new_tokens, batch_size, progress=True
         )
-        correct = [task.check(reply, example["answer"]) for reply, example in zip(replies, examples, strict=True)]
-        metrics[f"{name}_accuracy"] = sum(correct) / len(correct)
-        all_stopped += stopped
-    metrics["stop_rate"] = sum(all_stopped) / len(all_stopped)
-    metrics["test_prompts"] = len(all_stopped)
+        replies += texts
+        stopped += ends
+        answers += [example["answer"] for example in examples]
+        tasks += [name] * len(examples)
+    metrics = load_metric("task_accuracy").compute(predictions=replies, references=answers, tasks=tasks)
+    del metrics["accuracy"]  # the families differ in kind; each one's accuracy is reported on its own
+    metrics["stop_rate"] = sum(stopped) / len(stopped)
+    metrics["test_prompts"] = len(stopped)
+    return metrics
+
+
+def evaluate_pass_at_k(
+    model,
+    tokenizer,
+    task_name: str,
+    n_problems: int,
+    num_samples: int,
+    ks: list[int],
+    temperature: float = 1.0,
+    max_new_tokens: int = 160,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, float]:
+    """pass@k of `task_name`'s held-out problems from `num_samples` sampled replies each (the `pass_at_k` metric)."""
+    from deepdive.tasks import get_task
+
+    examples = get_task(task_name).examples("test", n_problems, seed=0)
+    replies, _ = generate_replies(
+        model,
+        tokenizer,
+        [example["prompt"] for example in examples],
+        max_new_tokens,
+        batch_size,
+        progress=True,
+        num_samples=num_samples,
+        temperature=temperature,
+        seed=seed,
+    )
+    grouped = [replies[index : index + num_samples] for index in range(0, len(replies), num_samples)]
+    result = load_metric("pass_at_k").compute(
+        predictions=grouped,
+        references=[example["answer"] for example in examples],
+        tasks=[task_name] * len(examples),
+        k=ks,
+    )
+    return {f"{task_name}_{key}_sampled": value for key, value in result.items() if key != "n"}
+
+
+# --- A finished run folder: `deepdive eval` ------------------------------------------------------------------
+
+
+def token_stream(documents: list[list[int]], separator: int) -> list[int]:
+    """Tokenized documents (each closed by `separator`) as one stream that also opens with `separator`."""
+    return [separator] + [token for document in documents for token in document]
+
+
+def evaluate_folder(
+    model_dir: str,
+    tasks: list[str] | None = None,
+    n_per_task: int = 200,
+    pass_task: str = "arithmetic",
+    num_samples: int = 8,
+    ks: tuple[int, ...] = (1, 8),
+    temperature: float = 1.0,
+    max_new_tokens: int = 160,
+    batch_size: int = 64,
+    bf16: bool = True,
+) -> dict:
+    """Evaluate a model folder by kind and write `eval.json` beside it.
+
+    Base models (no chat template): validation bits per byte of the Shakespeare corpus, windows of the
+    model's context with half-context stride, as the pretraining recipe scores it. Chat models: greedy
+    accuracy per task family, stop rate, and pass@k of `pass_task` from `num_samples` sampled replies.
+    """
+    import time
+
+    from deepdive.data import build_shakespeare, tokenize_documents
+    from deepdive.sampling import load_model_and_tokenizer
+    from deepdive.tasks import TASKS, check_task_names
+    from deepdive.tokenizer import token_byte_lengths
+    from deepdive.training import write_metrics
+
+    started = time.time()
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    folder = Path(model_dir)
+    recorded = folder / "metrics.json"
+    stage = json.loads(recorded.read_text())["stage"] if recorded.is_file() else None
+    metrics = {"model": str(model_dir), "stage": stage, "parameters": sum(p.numel() for p in model.parameters())}
+    if tokenizer.chat_template is None:
+        seq_len = model.config.max_position_embeddings
+        documents = tokenize_documents(build_shakespeare()["validation"], tokenizer)["input_ids"]
+        result = bits_per_byte(
+            model,
+            token_stream(list(documents), tokenizer.eos_token_id),
+            token_byte_lengths(tokenizer),
+            seq_len=seq_len,
+            stride=seq_len // 2,
+            batch_size=batch_size // 2,
+            autocast_dtype=torch.bfloat16 if bf16 else None,
+            progress=True,
+        )
+        metrics.update(kind="base", val_bits_per_byte=result["bits_per_byte"], val_bytes=result["bytes"])
+    else:
+        tasks = list(tasks or TASKS)
+        check_task_names([*tasks, pass_task])
+        metrics.update(kind="chat", **evaluate_tasks(model, tokenizer, tasks, n_per_task, max_new_tokens, batch_size))
+        if pass_task in tasks:
+            metrics[f"{pass_task}_pass@1"] = metrics[f"{pass_task}_accuracy"]  # greedy
+        if num_samples:
+            metrics.update(
+                evaluate_pass_at_k(
+                    model,
+                    tokenizer,
+                    pass_task,
+                    n_per_task,
+                    num_samples,
+                    list(ks),
+                    temperature,
+                    max_new_tokens,
+                    batch_size,
+                )  # fmt: skip
+            )
+        metrics.update(temperature=temperature, num_samples=num_samples)
+    metrics["eval_seconds"] = time.time() - started
+    write_metrics(folder, metrics, "eval.json")
     return metrics

@@ -1,13 +1,14 @@
-"""Moving models between deepdive runs and the Hugging Face ecosystem.
+"""Moving models between deepdive runs and the Hugging Face ecosystem: merging adapters, pushing to the Hub.
 
 A LoRA run saves only its adapter (a few hundred kB) next to a pointer to its base model. `merge_adapter`
 folds the adapter into the base weights and writes a plain Hugging Face model folder, tokenizer and chat
 template included, which loads anywhere without `peft`.
 """
 
+import json
 from pathlib import Path
 
-from deepdive.errors import DataError
+from deepdive.errors import DataError, RecipeError
 
 
 def merge_adapter(adapter_dir: str, output_dir: str) -> Path:
@@ -22,3 +23,92 @@ def merge_adapter(adapter_dir: str, output_dir: str) -> Path:
     merged.save_pretrained(output_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(output_dir)
     return Path(output_dir)
+
+
+# --- Pushing a finished run to the Hub ------------------------------------------------------------------------
+
+# What a run folder uploads: the model, its tokenizer and chat template, its card and the run's own record.
+# Checkpoints, TensorBoard event files and the pickled `training_args.bin` stay local.
+UPLOADED = (
+    "*.safetensors",
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "README.md",
+    "metrics.json",
+    "eval.json",
+    "recipe.yaml",
+    "samples.jsonl",
+)
+
+
+def check_push_settings(repo_id: str | None, field: str = "hub_model_id") -> str:
+    """One-line errors, before any training, for a push that cannot work: no or bad repo id, no token."""
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not repo_id:
+        raise RecipeError(f"{field}: pushing needs a Hub repo id such as 'your-name/deepdive-tiny-sft'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise RecipeError(f"{field}: '{repo_id}' is not a valid Hub repo id; use 'user-or-org/name'") from None
+    if "/" not in repo_id:
+        raise RecipeError(f"{field}: '{repo_id}' needs its owner, as in 'your-name/{repo_id}'")
+    if get_token() is None:
+        raise RecipeError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (it is never written to disk)")
+    return repo_id
+
+
+def files_to_push(folder: str | Path, report: str | Path | None = None) -> dict[str, Path]:
+    """{path in the repo: local file} for a run folder, its linked data cards and the run's report card."""
+    from deepdive.cards import data_card_paths
+
+    folder = Path(folder)
+    files = {path.name: path for pattern in UPLOADED for path in sorted(folder.glob(pattern)) if path.is_file()}
+    files.update({f"data_cards/{path.name}": path for path in data_card_paths(folder) if path.is_file()})
+    if report is not None and Path(report).is_file():
+        report = Path(report)
+        files["report.md"] = report
+        assets = report.parent / report.stem
+        files.update({f"{report.stem}/{path.name}": path for path in sorted(assets.glob("*.png"))})
+    return files
+
+
+def push_folder(folder: str | Path, repo_id: str, private: bool = False, report: str | Path | None = None) -> str:
+    """Upload a finished run folder to the Hub in one commit; return the commit URL.
+
+    The model card is rebuilt for `repo_id` first. The token comes from `HF_TOKEN` or `hf auth login`, read by
+    `huggingface_hub` itself: it is never passed through, logged or written.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from deepdive.cards import write_model_card
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+        raise DataError(f"--model: {folder} is not a finished run folder (no config.json or adapter_config.json)")
+    check_push_settings(repo_id, "--repo_id")
+    write_model_card(folder, repo_id)
+    files = files_to_push(folder, report)
+    stage = (
+        json.loads((folder / "metrics.json").read_text()).get("stage", "model")
+        if (folder / "metrics.json").is_file()
+        else "model"
+    )
+    api = HfApi()
+    api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
+    commit = api.create_commit(
+        repo_id,
+        operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()],
+        commit_message=f"deepdive: upload the {stage} stage from {folder.as_posix()}",
+        repo_type="model",
+    )
+    (folder / "hub.json").write_text(
+        json.dumps({"repo_id": repo_id, "commit_url": commit.commit_url}, indent=2) + "\n"
+    )
+    return commit.commit_url

@@ -107,3 +107,49 @@ def write_metrics(output_dir: str | Path, metrics: dict, name: str = "metrics.js
     path = Path(output_dir) / name
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
+
+
+def hardware() -> str:
+    """The accelerator, or the CPU, a run trained on, in words."""
+    import platform
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"
+
+
+def hub_target(training_args) -> str | None:
+    """The Hub repo a recipe pushes to when it finishes, checked before training; None when it does not push.
+
+    `push_to_hub` is taken over from the Trainer (which would push every checkpoint): the finished folder,
+    with its model card, metrics and recipe, is pushed once by `finish_run`.
+    """
+    if not training_args.push_to_hub:
+        return None
+    from deepdive.hub import check_push_settings
+
+    repo_id = check_push_settings(training_args.hub_model_id)
+    training_args.push_to_hub = False
+    return repo_id
+
+
+def finish_run(trainer, output_dir: str | Path, metrics: dict, started: float, push_to: str | None = None) -> dict:
+    """Record a finished run beside its model: metrics.json (with wall-clock and hardware), the Trainer's log
+    history (trainer_state.json), the recipe as run (recipe.yaml) and the model card (README.md); then push
+    the folder to `push_to` if the recipe asked."""
+    import time
+
+    from deepdive.cards import write_model_card
+    from deepdive.configs import save_recipe
+
+    metrics.update(wall_seconds=time.time() - started, hardware=hardware())
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        save_recipe(output_dir)
+        write_metrics(output_dir, metrics)
+        write_model_card(output_dir)
+        if push_to:
+            from deepdive.hub import push_folder
+
+            metrics["hub_commit_url"] = push_folder(output_dir, push_to, trainer.args.hub_private_repo)
+    return metrics

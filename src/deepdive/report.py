@@ -1,0 +1,245 @@
+"""The report card of a run: one Markdown page with a stage-by-metric table, plots and the stages side by side.
+
+`deepdive report --run runs/tiny` reads what each stage folder (`base`, `sft`, `grpo`) recorded, its
+`metrics.json`, `eval.json` and the Trainer's `trainer_state.json` log, and writes `runs/tiny/report.md` with
+PNG plots in `runs/tiny/report/`: pretraining loss and validation bits per byte, SFT loss, GRPO reward per
+function and completion length. The same held-out prompts are answered by every stage (greedy), so the
+page shows what each stage of the lecture adds. Stages that have not run are left out.
+"""
+
+import json
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+
+STAGE_FOLDERS = {"pretrain": "base", "sft": "sft", "grpo": "grpo"}
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "evaluate", "tokenizers", "deepdive")
+# (row label, key in a stage's metrics or eval results, how to show it)
+
+
+def _count(value: float) -> str:
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _share(value: float) -> str:
+    return f"{value:.1%}"
+
+
+# (row label, key in a stage's metrics or eval results, how to show it); pass@k rows are added per k found
+ROWS = [
+    ("parameters", "parameters", _count),
+    ("tokens seen in training", "tokens_seen", _count),
+    ("wall-clock of the stage", "wall_seconds", _duration),
+    ("val bits per byte", "val_bits_per_byte", lambda value: f"{value:.3f}"),
+    ("identity accuracy", "identity_accuracy", _share),
+    ("arithmetic accuracy (greedy = pass@1)", "arithmetic_accuracy", _share),
+    ("spelling accuracy", "spelling_accuracy", _share),
+    ("shakespeare accuracy", "shakespeare_accuracy", _share),
+    ("replies that stop", "stop_rate", _share),
+]
+
+
+def table_rows(records: dict[str, dict]) -> list[tuple[str, str, object]]:
+    """ROWS, with a row for every sampled pass@k any stage reports, after its task's accuracy."""
+    rows = list(ROWS)
+    sampled = sorted(
+        {key for record in records.values() for key in record if key.endswith("_sampled") and "_pass@" in key},
+        key=lambda key: (key.split("_pass@")[0], int(key.split("_pass@")[1].split("_")[0])),
+    )
+    for key in reversed(sampled):
+        task, k = key.split("_pass@")[0], key.split("_pass@")[1].split("_")[0]
+        after = next((i for i, row in enumerate(rows) if row[1] == f"{task}_accuracy"), len(rows) - 1)
+        rows.insert(after + 1, (f"{task} pass@{k}, sampled", key, _share))
+    return rows
+
+
+SIDE_BY_SIDE_TASKS = ("identity", "arithmetic", "spelling", "shakespeare")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def stage_record(folder: Path) -> dict:
+    """What a stage folder recorded: metrics, evaluation and the Trainer's log history, merged."""
+    metrics, evaluation = _read_json(folder / "metrics.json"), _read_json(folder / "eval.json")
+    history = _read_json(folder / "trainer_state.json").get("log_history", [])
+    record = {**metrics, **evaluation, "history": history}
+    if "train_tokens" in metrics:
+        record["tokens_seen"] = metrics["train_tokens"]
+    else:
+        counted = [entry["num_tokens"] for entry in history if "num_tokens" in entry]
+        if counted:
+            record["tokens_seen"] = counted[-1]
+    return record
+
+
+def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
+    """PNG plots of each stage's training curves; returns {stage: path}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assets.mkdir(parents=True, exist_ok=True)
+    panels = {
+        "pretrain": [("train loss (nats/token)", ["loss"]), ("val bits per byte", ["eval_bits_per_byte"])],
+        "sft": [("train loss on assistant tokens", ["loss"])],
+        "grpo": [
+            ("mean reward per function", None),  # every rewards/<name>/mean the run logged
+            ("completion length (tokens)", ["completions/mean_length"]),
+        ],
+    }
+    paths = {}
+    for stage, record in records.items():
+        history = record["history"]
+        if not history or stage not in panels:
+            continue
+        figure, axes = plt.subplots(1, len(panels[stage]), figsize=(5.5 * len(panels[stage]), 3.6), squeeze=False)
+        for axis, (title, keys) in zip(axes[0], panels[stage], strict=True):
+            if keys is None:
+                keys = sorted(
+                    {key for entry in history for key in entry if key.startswith("rewards/") and key.endswith("/mean")}
+                )
+            for key in keys:
+                steps, values = _series(history, key)
+                if steps:
+                    axis.plot(
+                        steps,
+                        values,
+                        marker="o" if len(steps) < 30 else None,
+                        label=key.split("/")[1] if "/" in key else key,
+                    )
+            axis.set_title(title)
+            axis.set_xlabel("step")
+            axis.grid(alpha=0.3)
+            if len(keys) > 1:
+                axis.legend()
+        figure.suptitle(f"{stage}: {STAGE_FOLDERS[stage]}")
+        figure.tight_layout()
+        paths[stage] = assets / f"{stage}.png"
+        figure.savefig(paths[stage], dpi=110)
+        plt.close(figure)
+    return paths
+
+
+@torch.no_grad()
+def answer_side_by_side(folders: dict[str, Path], max_new_tokens: int = 100) -> list[dict]:
+    """The first held-out prompt of each task family, answered greedily by every stage.
+
+    Chat stages answer through their chat template; the base model, a token simulator, continues the question
+    as plain text, which is what pretraining alone gives.
+    """
+    from deepdive.evaluation import generate_replies
+    from deepdive.sampling import load_model_and_tokenizer
+    from deepdive.tasks import get_task
+
+    questions = [get_task(name).examples("test", 1, seed=0)[0]["prompt"] for name in SIDE_BY_SIDE_TASKS]
+    rows = [{"prompt": question[-1]["content"]} for question in questions]
+    for stage, folder in folders.items():
+        model, tokenizer = load_model_and_tokenizer(str(folder))
+        if tokenizer.chat_template:
+            replies, _ = generate_replies(model, tokenizer, questions, max_new_tokens, batch_size=len(questions))
+        else:
+            replies = []
+            for row in rows:
+                inputs = tokenizer(
+                    tokenizer.bos_token + row["prompt"] + "\n", return_tensors="pt", add_special_tokens=False
+                )
+                output = model.generate(
+                    **inputs, max_new_tokens=max_new_tokens // 2, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
+                replies.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+        for row, reply in zip(rows, replies, strict=True):
+            row[stage] = reply
+    return rows
+
+
+def _cell(text: str) -> str:
+    return text.strip().replace("|", "\\|").replace("\n", "<br>") or "(empty)"
+
+
+def environment() -> list[str]:
+    from deepdive.training import hardware
+
+    versions = []
+    for package in PACKAGES:
+        try:
+            versions.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            continue
+    return [f"- Hardware: {hardware()}", f"- Python {platform.python_version()}, {', '.join(versions)}"]
+
+
+def write_report(run_dir: str | Path, side_by_side: bool = True) -> Path:
+    """Write `<run_dir>/report.md` and its plots in `<run_dir>/report/`; return the report's path."""
+    from deepdive.errors import DataError
+
+    run_dir = Path(run_dir)
+    folders = {
+        stage: run_dir / name for stage, name in STAGE_FOLDERS.items() if (run_dir / name / "metrics.json").is_file()
+    }
+    if not folders:
+        raise DataError(
+            f"--run: {run_dir} holds no finished stage ({', '.join(STAGE_FOLDERS.values())} with metrics.json)"
+        )
+    records = {stage: stage_record(folder) for stage, folder in folders.items()}
+    plots = plot_stages(records, run_dir / "report")
+
+    stages = list(folders)
+    lines = [
+        f"# deepdive report card: `{run_dir.as_posix()}`",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')}. Stages: "
+        + ", ".join(f"{stage} (`{folders[stage].name}/`)" for stage in stages)
+        + ". Accuracies are on held-out prompts (`deepdive eval`); bits per byte on the held-out plays.",
+        "",
+        "| metric | " + " | ".join(stages) + " |",
+        "|---|" + "---|" * len(stages),
+    ]
+    for label, key, show in table_rows(records):
+        cells = [show(records[stage][key]) if key in records[stage] else "–" for stage in stages]
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    total = sum(record.get("wall_seconds", 0) for record in records.values())
+    lines += ["", f"Total wall-clock of the stages: {total / 60:.1f} min.", ""]
+    if "grpo" in records and "before_arithmetic_accuracy" in records["grpo"]:
+        grpo = records["grpo"]
+        lines += [
+            f"RL on arithmetic, greedy accuracy on {grpo.get('before_test_prompts', '?')} held-out problems: "
+            f"{grpo['before_arithmetic_accuracy']:.1%} before, {grpo['after_arithmetic_accuracy']:.1%} after.",
+            "",
+        ]
+    lines += ["## Training curves", ""]
+    for stage, path in plots.items():
+        lines += [f"![{stage}]({path.relative_to(run_dir).as_posix()})", ""]
+    if side_by_side:
+        lines += [
+            "## The same prompts, stage by stage",
+            "",
+            "Greedy replies to the first held-out prompt of each task family. The base model is a token "
+            "simulator: it continues the question as text.",
+            "",
+            "| prompt | " + " | ".join(stages) + " |",
+            "|---|" + "---|" * len(stages),
+        ]
+        for row in answer_side_by_side(folders):
+            lines.append(f"| {_cell(row['prompt'])} | " + " | ".join(_cell(row[stage]) for stage in stages) + " |")
+        lines.append("")
+    lines += ["## Environment", "", *environment(), ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
