@@ -33,17 +33,19 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # `make all`: each stage is a file target on the record it writes last (metrics.json), so a finished stage
-# is skipped and a crashed or edited one (its recipe is newer) runs again, resuming where it can.
+# is skipped, a crashed one runs again from its last complete checkpoint, and one whose recipe (or input
+# stage) changed is trained over (REDO adds --overwrite_output_dir only when a finished record exists).
+REDO = $(if $(wildcard $@),--overwrite_output_dir true)
 all: $(RUN_DIR)/report.md
 
 $(RUN_DIR)/base/metrics.json: recipes/$(RECIPE)/pretrain.yaml | $(STAMP)
-	$(LAUNCH) recipes/pretrain.py --config $<
+	$(LAUNCH) recipes/pretrain.py --config $< $(REDO)
 
 $(RUN_DIR)/sft/metrics.json: recipes/$(RECIPE)/sft.yaml $(RUN_DIR)/base/metrics.json
-	$(LAUNCH) recipes/sft.py --config $<
+	$(LAUNCH) recipes/sft.py --config $< $(REDO)
 
 $(RUN_DIR)/grpo/metrics.json: recipes/$(RECIPE)/grpo.yaml $(RUN_DIR)/sft/metrics.json
-	$(LAUNCH) recipes/grpo.py --config $<
+	$(LAUNCH) recipes/grpo.py --config $< $(REDO)
 
 $(RUN_DIR)/%/eval.json: $(RUN_DIR)/%/metrics.json
 	$(BIN)/deepdive eval --model $(RUN_DIR)/$*
@@ -75,8 +77,9 @@ push: $(STAMP)
 	@test -n "$(HUB_MODEL_ID)" || { echo "error: HUB_MODEL_ID: give the Hub repo, e.g. make push STAGE=sft HUB_MODEL_ID=you/deepdive-tiny-sft"; exit 2; }
 	$(BIN)/deepdive push --model $(RUN_DIR)/$(if $(filter pretrain,$(STAGE)),base,$(STAGE)) --repo_id $(HUB_MODEL_ID) $(if $(PRIVATE),--private)
 
+# Talk to the latest chat stage: grpo when it has finished, else sft.
 chat: $(STAMP)
-	$(BIN)/deepdive chat --model $(RUN_DIR)/sft
+	$(BIN)/deepdive chat --model $(RUN_DIR)/$(if $(wildcard $(RUN_DIR)/grpo/metrics.json),grpo,sft)
 
 sample: $(STAMP)
 	$(BIN)/deepdive sample --model $(RUN_DIR)/base --prompt "$(PROMPT)"

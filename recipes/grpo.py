@@ -24,7 +24,13 @@ from deepdive.evaluation import evaluate_tasks
 from deepdive.optim import build_optimizer
 from deepdive.rewards import get_reward_funcs
 from deepdive.tasks import build_mixture, check_task_names
-from deepdive.training import finish_run, hub_target
+from deepdive.training import (
+    NonFiniteGuard,
+    finish_run,
+    hub_target,
+    last_complete_checkpoint,
+    prepare_output_dir,
+)
 
 
 logger = logging.getLogger("deepdive.grpo")
@@ -34,6 +40,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
     started = time.time()
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
+    prepare_output_dir(output_dir, args.overwrite_output_dir)
     push_to = hub_target(training_args)
     reward_funcs = get_reward_funcs(args.reward_funcs, training_args.reward_weights)
 
@@ -61,9 +68,12 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
+        callbacks=[NonFiniteGuard()],
     )
     train_started = time.time()
-    train_result = trainer.train()
+    train_result = trainer.train(
+        resume_from_checkpoint=None if args.overwrite_output_dir else last_complete_checkpoint(output_dir)
+    )
     metrics.update(train_loss=train_result.training_loss, train_seconds=time.time() - train_started)
     trainer.save_model(str(output_dir))
 

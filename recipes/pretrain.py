@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ScriptArguments
 
 from deepdive.configs import PretrainArguments, parse_recipe
@@ -28,12 +27,15 @@ from deepdive.modeling import build_llama_config, build_model, count_parameters
 from deepdive.optim import build_optimizer
 from deepdive.tokenizer import bytes_per_token, token_byte_lengths, train_tokenizer
 from deepdive.training import (
+    NonFiniteGuard,
     SampleGenerationCallback,
     bits_per_byte_metric,
     collate_blocks,
     default_generation_config,
     finish_run,
     hub_target,
+    last_complete_checkpoint,
+    prepare_output_dir,
     sum_token_nll,
 )
 
@@ -45,6 +47,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
     started = time.time()
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
+    prepare_output_dir(output_dir, args.overwrite_output_dir)
     push_to = hub_target(training_args)
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "tensorboard"))
 
@@ -105,12 +108,15 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         data_collator=collate_blocks,
         compute_metrics=bits_per_byte_metric(token_bytes),
         preprocess_logits_for_metrics=sum_token_nll,
-        callbacks=[SampleGenerationCallback(tokenizer, args.sample_prompts, args.sample_max_new_tokens)],
+        callbacks=[
+            SampleGenerationCallback(tokenizer, args.sample_prompts, args.sample_max_new_tokens),
+            NonFiniteGuard(),
+        ],
         optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
     )
     train_started = time.time()
-    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    resume = None if args.overwrite_output_dir else last_complete_checkpoint(output_dir)
+    train_result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.time() - train_started
 
     # Final metric: bits per byte over the whole validation split, every byte scored once

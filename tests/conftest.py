@@ -1,5 +1,6 @@
 """Shared fixtures: one micro pretraining run for the whole session (a few seconds on 2 cores)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_recipe(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_recipe(script: str, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `recipes/<script>` in a subprocess the way a user does, return the finished process."""
     result = subprocess.run(
         [sys.executable, str(REPO / "recipes" / script), *args],
@@ -18,6 +19,7 @@ def run_recipe(script: str, *args: str, check: bool = True) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

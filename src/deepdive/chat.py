@@ -61,7 +61,8 @@ def load_chat_model(model_args, trust_remote_code: bool = False):
     and a tokenizer that carries a chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = add_chat_template(AutoTokenizer.from_pretrained(model_args.model_name_or_path))
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, trust_remote_code=trust_remote_code)
+    tokenizer = add_chat_template(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(
         model_args.model_name_or_path,
         dtype=model_args.dtype if model_args.dtype not in (None, "auto") else None,

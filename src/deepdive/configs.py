@@ -21,8 +21,13 @@ from deepdive.errors import RecipeError
 
 @dataclass
 class MuonArguments:
-    """The optimizer choice every recipe shares (TrainingArguments' `optim` has no Muon)."""
+    """What every recipe shares beyond the libraries' configs: the Muon optimizer (TrainingArguments' `optim`
+    has none) and permission to train over a finished run."""
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train over a finished run in `output_dir` (by default it is kept and the run stops)."},
+    )
     # Training
     muon_lr: float | None = field(
         default=None,

@@ -15,3 +15,7 @@ class RecipeError(DeepdiveError):
 
 class DataError(DeepdiveError):
     """A corpus, dataset or data file cannot be used."""
+
+
+class TrainingError(DeepdiveError):
+    """Training had to stop (e.g. a non-finite loss); the message says where and what to resume from."""

@@ -214,8 +214,14 @@ def write_report(run_dir: str | Path, side_by_side: bool = True) -> Path:
         cells = [show(records[stage][key]) if key in records[stage] else "–" for stage in stages]
         if any(cell != "–" for cell in cells):
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    total = sum(record.get("wall_seconds", 0) for record in records.values())
-    lines += ["", f"Total wall-clock of the stages: {total / 60:.1f} min.", ""]
+    training = sum(record.get("wall_seconds", 0) for record in records.values())
+    evaluating = sum(_read_json(folder / "eval.json").get("eval_seconds", 0) for folder in folders.values())
+    lines += [
+        "",
+        f"Wall-clock: {_duration(training)} inside the stage recipes (from start to their saved record, launch "
+        f"excluded), {_duration(evaluating)} in `deepdive eval`.",
+        "",
+    ]
     if "grpo" in records and "before_arithmetic_accuracy" in records["grpo"]:
         grpo = records["grpo"]
         lines += [

@@ -153,3 +153,70 @@ def finish_run(trainer, output_dir: str | Path, metrics: dict, started: float, p
 
             metrics["hub_commit_url"] = push_folder(output_dir, push_to, trainer.args.hub_private_repo)
     return metrics
+
+
+# --- Reliability: finished runs, checkpoints, non-finite values ------------------------------------------------
+
+
+def prepare_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Check, before anything is trained, that `output_dir` can be written and holds no finished run.
+
+    A finished run (its `metrics.json` written) is only trained over with `overwrite_output_dir: true`; an
+    unfinished one (checkpoints, no metrics) is resumed.
+    """
+    from deepdive.errors import RecipeError
+
+    output_dir = Path(output_dir)
+    if (output_dir / "metrics.json").is_file() and not overwrite:
+        raise RecipeError(
+            f"output_dir: {output_dir} holds a finished run; pass --overwrite_output_dir true to train over it, "
+            "or choose another output_dir"
+        )
+    existing = output_dir.absolute()
+    while not existing.exists():  # nothing is created here: the first write is the Trainer's
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise RecipeError(f"output_dir: cannot write to {output_dir} ({existing} is not a writable folder)")
+    return output_dir
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest `checkpoint-<step>` whose save finished, or None.
+
+    The Trainer writes `trainer_state.json` last, after the weights, optimizer, scheduler and RNG states, so a
+    checkpoint without a readable one was cut off mid-save (a crash, `kill -9`) and is skipped, never loaded.
+    """
+    import logging
+
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = [path for path in output_dir.glob("checkpoint-*") if path.is_dir() and path.name[11:].isdigit()]
+    for checkpoint in sorted(found, key=lambda path: int(path.name[11:]), reverse=True):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logging.getLogger("deepdive").warning("skipping %s: its save did not finish", checkpoint)
+            continue
+        return str(checkpoint)
+    return None
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Stop training at the first non-finite gradient, before the optimizer applies it.
+
+    A NaN or inf loss gives non-finite gradients; checking them just before the optimizer step means the
+    weights never take a bad update and the last checkpoint stays the one to resume from.
+    """
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        from deepdive.errors import TrainingError
+
+        grads = [param.grad for param in model.parameters() if param.grad is not None]
+        if grads and not torch.isfinite(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).all():
+            checkpoint = last_complete_checkpoint(args.output_dir)
+            resume = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved yet"
+            raise TrainingError(
+                f"non-finite loss or gradient at step {state.global_step + 1}: training stopped before the update; "
+                f"{resume}. Lower learning_rate, check the data, or use bf16 instead of fp16"
+            )

@@ -1,0 +1,141 @@
+"""Reliability: kill -9 and resume to the same result, finished runs kept, non-finite values stopped early,
+determinism, and a table of bad inputs that each stop a recipe in one line before anything is written."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO, run_recipe
+from safetensors.torch import load_file
+
+from deepdive.training import last_complete_checkpoint
+
+
+LONG_MICRO = [
+    "--config", "recipes/micro/pretrain.yaml", "--max_steps", "240", "--save_steps", "40", "--eval_strategy", "no",
+    "--logging_steps", "10", "--sample_prompts", "[]",
+]  # fmt: skip
+
+
+def final_state(output_dir):
+    weights = load_file(output_dir / "model.safetensors")
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return weights, [entry["loss"] for entry in history if "loss" in entry]
+
+
+def test_pretraining_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    run_recipe("pretrain.py", *LONG_MICRO, "--output_dir", str(reference_dir))
+
+    command = [sys.executable, str(REPO / "recipes/pretrain.py"), *LONG_MICRO, "--output_dir", str(killed_dir)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while last_complete_checkpoint(killed_dir) is None and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "metrics.json").exists(), "the run finished before it could be killed"
+    killed_at = last_complete_checkpoint(killed_dir)
+
+    run_recipe("pretrain.py", *LONG_MICRO, "--output_dir", str(killed_dir))  # the same command again
+    reference_weights, reference_losses = final_state(reference_dir)
+    resumed_weights, resumed_losses = final_state(killed_dir)
+    assert int(killed_at.rsplit("-", 1)[1]) < 240
+    for name, weight in reference_weights.items():
+        assert torch.allclose(weight, resumed_weights[name], atol=1e-3), name
+    assert resumed_losses == pytest.approx(reference_losses, abs=1e-3)
+
+
+def test_a_checkpoint_cut_off_mid_save_is_never_loaded(tmp_path):
+    complete, cut_off = tmp_path / "checkpoint-40", tmp_path / "checkpoint-80"
+    complete.mkdir()
+    (complete / "trainer_state.json").write_text(json.dumps({"global_step": 40}))
+    cut_off.mkdir()
+    (cut_off / "model.safetensors").write_bytes(b"partial")  # killed before trainer_state.json
+    (tmp_path / "checkpoint-120").mkdir()
+    (tmp_path / "checkpoint-120" / "trainer_state.json").write_text('{"global_step": 1')  # killed mid-write
+    assert last_complete_checkpoint(tmp_path) == str(complete)
+
+
+def test_same_recipe_and_seed_give_identical_losses(tmp_path):
+    args = ["--config", "recipes/micro/pretrain.yaml", "--eval_strategy", "no", "--sample_prompts", "[]"]
+    run_recipe("pretrain.py", *args, "--output_dir", str(tmp_path / "a"))
+    run_recipe("pretrain.py", *args, "--output_dir", str(tmp_path / "b"))
+    losses_a, losses_b = final_state(tmp_path / "a")[1], final_state(tmp_path / "b")[1]
+    assert len(losses_a) == 6 and losses_a == losses_b
+
+
+def test_a_finished_run_is_kept_unless_overwrite_is_asked(micro_base):
+    model = micro_base / "model.safetensors"
+    before = model.stat().st_mtime_ns
+    result = run_recipe(
+        "pretrain.py", "--config", "recipes/micro/pretrain.yaml", "--output_dir", str(micro_base), check=False
+    )
+    assert result.returncode != 0 and model.stat().st_mtime_ns == before
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: output_dir: {micro_base} holds a finished run; pass --overwrite_output_dir true to train over it, "
+        "or choose another output_dir"
+    )
+
+
+def test_a_non_finite_loss_stops_training_before_the_update(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "recipes"))
+    import pretrain
+    from transformers import Trainer, TrainingArguments
+    from trl import ScriptArguments
+
+    from deepdive.configs import PretrainArguments, parse_recipe
+    from deepdive.errors import TrainingError
+
+    compute_loss = Trainer.compute_loss
+
+    def poisoned(self, model, inputs, *args, **kwargs):  # step 5 (after the checkpoint at step 3) goes NaN
+        loss = compute_loss(self, model, inputs, *args, **kwargs)
+        return loss * float("nan") if self.state.global_step == 4 else loss
+
+    monkeypatch.setattr(Trainer, "compute_loss", poisoned)
+    recipe = ["--config", str(REPO / "recipes/micro/pretrain.yaml"), "--output_dir", str(tmp_path / "nan")]
+    with pytest.raises(TrainingError) as error:
+        pretrain.main(*parse_recipe((ScriptArguments, PretrainArguments, TrainingArguments), recipe))
+    message = str(error.value)
+    assert message.startswith("non-finite loss or gradient at step 5: training stopped before the update")
+    assert f"the last good checkpoint is {tmp_path / 'nan' / 'checkpoint-3'}" in message
+    assert "\n" not in message and not (tmp_path / "nan" / "metrics.json").exists()
+    saved = load_file(tmp_path / "nan" / "checkpoint-3" / "model.safetensors")
+    assert all(torch.isfinite(weight).all() for weight in saved.values())
+
+
+def test_the_hub_token_is_never_written(micro_base, tmp_path):
+    token = "hf_fake_token_that_must_not_leak"
+    output_dir = tmp_path / "sft"
+    args = [
+        "--config",
+        "recipes/micro/sft.yaml",
+        "--model_name_or_path",
+        str(micro_base),
+        "--output_dir",
+        str(output_dir),
+    ]
+    result = run_recipe("sft.py", *args, "--save_strategy", "steps", "--save_steps", "2", env={"HF_TOKEN": token})
+    written = [path for path in output_dir.rglob("*") if path.is_file()]
+    assert any(path.name == "README.md" for path in written) and any("checkpoint-2" in str(path) for path in written)
+    for path in written:
+        assert token.encode() not in path.read_bytes(), path
+    assert token not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+def test_remote_code_is_off_unless_the_recipe_says_so(stage):
+    from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
+
+    from deepdive.configs import GRPOArguments, SFTArguments, parse_recipe
+
+    types = {"sft": (SFTArguments, SFTConfig), "grpo": (GRPOArguments, GRPOConfig)}[stage]
+    for recipe in sorted(REPO.glob(f"recipes/*/{stage}.yaml")):
+        _, _, training_args, _ = parse_recipe((ScriptArguments, *types, ModelConfig), ["--config", str(recipe)])
+        assert training_args.trust_remote_code is False, recipe
