@@ -12,9 +12,7 @@ replies per problem, rewarded by the task checkers) -> held-out accuracy after, 
 import logging
 import sys
 import time
-from pathlib import Path
 
-from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, get_peft_config
 
 from deepdive.chat import load_chat_model
@@ -27,9 +25,7 @@ from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
     NonFiniteGuard,
     finish_run,
-    hub_target,
-    last_complete_checkpoint,
-    prepare_output_dir,
+    start_run,
 )
 
 
@@ -37,11 +33,8 @@ logger = logging.getLogger("deepdive.grpo")
 
 
 def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig):
-    started = time.time()
-    set_seed(training_args.seed)
-    output_dir = Path(training_args.output_dir)
-    prepare_output_dir(output_dir, args.overwrite_output_dir)
-    push_to = hub_target(training_args)
+    run = start_run(training_args, args.overwrite_output_dir)
+    output_dir = run.output_dir
     reward_funcs = get_reward_funcs(args.reward_funcs, training_args.reward_weights)
 
     # Data: problems as conversational prompts; `task` and `answer` columns reach the reward functions
@@ -71,9 +64,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
         callbacks=[NonFiniteGuard()],
     )
     train_started = time.time()
-    train_result = trainer.train(
-        resume_from_checkpoint=None if args.overwrite_output_dir else last_complete_checkpoint(output_dir)
-    )
+    train_result = trainer.train(resume_from_checkpoint=run.resume_from)
     metrics.update(train_loss=train_result.training_loss, train_seconds=time.time() - train_started)
     trainer.save_model(str(output_dir))
 
@@ -83,7 +74,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
         metrics.update({f"after_{key}": value for key, value in evaluate().items()})
     rewards = [entry for entry in trainer.state.log_history if "reward" in entry]
     metrics["reward_curve"] = [{"step": entry["step"], "reward": entry["reward"]} for entry in rewards]
-    finish_run(trainer, output_dir, metrics, started, push_to)
+    finish_run(trainer, run, metrics)
     logger.info("metrics: %s", {k: v for k, v in metrics.items() if k != "reward_curve"})
     return metrics
 

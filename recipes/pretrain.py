@@ -12,11 +12,10 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+from transformers import AutoTokenizer, Trainer, TrainingArguments
 from trl import ScriptArguments
 
 from deepdive.configs import PretrainArguments, parse_recipe
@@ -33,9 +32,7 @@ from deepdive.training import (
     collate_blocks,
     default_generation_config,
     finish_run,
-    hub_target,
-    last_complete_checkpoint,
-    prepare_output_dir,
+    start_run,
     sum_token_nll,
 )
 
@@ -44,11 +41,8 @@ logger = logging.getLogger("deepdive.pretrain")
 
 
 def main(script_args: ScriptArguments, args: PretrainArguments, training_args: TrainingArguments) -> dict:
-    started = time.time()
-    set_seed(training_args.seed)
-    output_dir = Path(training_args.output_dir)
-    prepare_output_dir(output_dir, args.overwrite_output_dir)
-    push_to = hub_target(training_args)
+    run = start_run(training_args, args.overwrite_output_dir)
+    output_dir = run.output_dir
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "tensorboard"))
 
     # Data: documents with a train split and a held-out validation split
@@ -115,8 +109,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
     )
     train_started = time.time()
-    resume = None if args.overwrite_output_dir else last_complete_checkpoint(output_dir)
-    train_result = trainer.train(resume_from_checkpoint=resume)
+    train_result = trainer.train(resume_from_checkpoint=run.resume_from)
     train_seconds = time.time() - train_started
 
     # Final metric: bits per byte over the whole validation split, every byte scored once
@@ -148,7 +141,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         "train_loss": train_result.training_loss,
         "train_tokens_per_second": train_tokens / train_seconds,
     }
-    finish_run(trainer, output_dir, metrics, started, push_to)
+    finish_run(trainer, run, metrics)
     logger.info("val bits per byte %.4f -> %s", final["bits_per_byte"], output_dir)
     return metrics
 

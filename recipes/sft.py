@@ -12,9 +12,7 @@ Face folder (`runs/<recipe>/sft`) with the tokenizer and chat template. With `us
 import logging
 import sys
 import time
-from pathlib import Path
 
-from transformers import set_seed
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, get_peft_config
 
 from deepdive.chat import load_chat_model, validate_conversations
@@ -27,9 +25,7 @@ from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
     NonFiniteGuard,
     finish_run,
-    hub_target,
-    last_complete_checkpoint,
-    prepare_output_dir,
+    start_run,
 )
 
 
@@ -37,11 +33,8 @@ logger = logging.getLogger("deepdive.sft")
 
 
 def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig):
-    started = time.time()
-    set_seed(training_args.seed)
-    output_dir = Path(training_args.output_dir)
-    prepare_output_dir(output_dir, args.overwrite_output_dir)
-    push_to = hub_target(training_args)
+    run = start_run(training_args, args.overwrite_output_dir)
+    output_dir = run.output_dir
 
     # Data: generated task conversations, or the user's own
     if args.data_files or script_args.dataset_name:
@@ -74,9 +67,7 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
         callbacks=[NonFiniteGuard()],
     )
     train_started = time.time()
-    train_result = trainer.train(
-        resume_from_checkpoint=None if args.overwrite_output_dir else last_complete_checkpoint(output_dir)
-    )
+    train_result = trainer.train(resume_from_checkpoint=run.resume_from)
     train_seconds = time.time() - train_started
     trainer.save_model(str(output_dir))
 
@@ -95,7 +86,7 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
             )
         )
         metrics["eval_seconds"] = time.time() - eval_started
-    finish_run(trainer, output_dir, metrics, started, push_to)
+    finish_run(trainer, run, metrics)
     logger.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     return metrics
 

@@ -9,12 +9,14 @@ finished run (model, tokenizer, generation config, metrics JSON) in plain Huggin
 import json
 import math
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import GenerationConfig, TrainerCallback
+from transformers import GenerationConfig, TrainerCallback, set_seed
 
 
 def collate_blocks(rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -133,25 +135,43 @@ def hub_target(training_args) -> str | None:
     return repo_id
 
 
-def finish_run(trainer, output_dir: str | Path, metrics: dict, started: float, push_to: str | None = None) -> dict:
+@dataclass
+class Run:
+    """A recipe run's bookkeeping: where it writes, the checkpoint it resumes from, where it pushes, when it began."""
+
+    output_dir: Path
+    resume_from: str | None
+    push_to: str | None
+    started: float
+
+
+def start_run(training_args, overwrite: bool = False) -> Run:
+    """Everything a recipe settles before it loads data: the seed, a writable output folder that holds no
+    finished run (unless `overwrite`), the newest complete checkpoint to resume from, the push settings."""
+    started = time.time()
+    set_seed(training_args.seed)
+    output_dir = prepare_output_dir(training_args.output_dir, overwrite)
+    resume_from = None if overwrite else last_complete_checkpoint(output_dir)
+    return Run(output_dir, resume_from, hub_target(training_args), started)
+
+
+def finish_run(trainer, run: Run, metrics: dict) -> dict:
     """Record a finished run beside its model: metrics.json (with wall-clock and hardware), the Trainer's log
     history (trainer_state.json), the recipe as run (recipe.yaml) and the model card (README.md); then push
-    the folder to `push_to` if the recipe asked."""
-    import time
-
+    the folder if the recipe asked."""
     from deepdive.cards import write_model_card
     from deepdive.configs import save_recipe
 
-    metrics.update(wall_seconds=time.time() - started, hardware=hardware())
+    metrics.update(wall_seconds=time.time() - run.started, hardware=hardware())
     if trainer.is_world_process_zero():
         trainer.save_state()
-        save_recipe(output_dir)
-        write_metrics(output_dir, metrics)
-        write_model_card(output_dir)
-        if push_to:
+        save_recipe(run.output_dir)
+        write_metrics(run.output_dir, metrics)
+        write_model_card(run.output_dir)
+        if run.push_to:
             from deepdive.hub import push_folder
 
-            metrics["hub_commit_url"] = push_folder(output_dir, push_to, trainer.args.hub_private_repo)
+            metrics["hub_commit_url"] = push_folder(run.output_dir, run.push_to, trainer.args.hub_private_repo)
     return metrics
 
 
