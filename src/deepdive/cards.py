@@ -63,7 +63,7 @@ def data_used(stage: str, recipe: dict) -> tuple[list[str], list[str]]:
     return [], [TASK_CARDS[task] for task in recipe.get("tasks", DEFAULT_TASKS.get(stage, [])) if task in TASK_CARDS]
 
 
-def eval_results(stage: str, results: dict, model_name: str) -> list[EvalResult]:
+def eval_results(results: dict) -> list[EvalResult]:
     """The `model-index` entries: validation bits per byte for a base model, held-out accuracies for a chat one."""
     entries = []
     if "val_bits_per_byte" in results:
@@ -128,7 +128,7 @@ def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCar
         pipeline_tag="text-generation",
         tags=tags,
         model_name=name,
-        eval_results=eval_results(stage, results, name) or None,
+        eval_results=eval_results(results) or None,
     )
     parameters = results.get("parameters")
     shape = (
