@@ -7,13 +7,13 @@ data, what it is for and where it fails. Nothing in it is typed by hand: it is r
 runs or a folder is pushed.
 """
 
-import json
 from pathlib import Path
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from deepdive.data import DATA_CARDS_DIR
+from deepdive.training import read_record
 
 
 STAGES = {
@@ -35,21 +35,13 @@ DEFAULT_TASKS = {"sft": ["identity", "arithmetic", "spelling", "shakespeare"], "
 LICENSE = "apache-2.0"
 
 
-def _read(folder: Path, name: str) -> dict:
-    path = folder / name
-    if not path.is_file():
-        return {}
-    text = path.read_text(encoding="utf-8")
-    return (yaml.safe_load(text) if name.endswith(".yaml") else json.loads(text)) or {}
-
-
 def hub_id_of(model_name_or_path: str | None) -> str | None:
     """The Hub id a model came from: itself when it is not a local folder, else the id its folder was pushed to."""
     if not model_name_or_path:
         return None
     folder = Path(model_name_or_path)
     if folder.is_dir():
-        return _read(folder, "hub.json").get("repo_id")
+        return read_record(folder, "hub.json").get("repo_id")
     return model_name_or_path
 
 
@@ -107,9 +99,9 @@ def _metrics_table(results: dict) -> str:
 def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCard:
     """The model card of a finished run folder, from the facts the run wrote there."""
     folder = Path(folder)
-    metrics, evaluation = _read(folder, "metrics.json"), _read(folder, "eval.json")
-    recipe, config = _read(folder, "recipe.yaml"), _read(folder, "config.json")
-    adapter = _read(folder, "adapter_config.json")
+    metrics, evaluation = read_record(folder, "metrics.json"), read_record(folder, "eval.json")
+    recipe, config = read_record(folder, "recipe.yaml"), read_record(folder, "config.json")
+    adapter = read_record(folder, "adapter_config.json")
     stage = metrics.get("stage") or evaluation.get("stage") or "pretrain"
     kind, stage_name, what = STAGES.get(stage, STAGES["pretrain"])
     parent = adapter.get("base_model_name_or_path") or recipe.get("model_name_or_path")
@@ -240,6 +232,6 @@ def write_model_card(folder: str | Path, repo_id: str | None = None) -> Path:
 
 def data_card_paths(folder: str | Path) -> list[Path]:
     """The deepdive data cards a run folder's card links to."""
-    metrics, recipe = _read(Path(folder), "metrics.json"), _read(Path(folder), "recipe.yaml")
+    metrics, recipe = read_record(folder, "metrics.json"), read_record(folder, "recipe.yaml")
     _, cards = data_used(metrics.get("stage", "pretrain"), recipe)
     return [DATA_CARDS_DIR / f"{card}.md" for card in cards]

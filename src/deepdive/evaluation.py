@@ -14,7 +14,6 @@ gives non-overlapping windows (cheapest); a smaller stride gives more context at
 """
 
 import functools
-import json
 from pathlib import Path
 
 import evaluate
@@ -238,13 +237,12 @@ def evaluate_folder(
     from deepdive.sampling import load_model_and_tokenizer
     from deepdive.tasks import TASKS, check_task_names
     from deepdive.tokenizer import token_byte_lengths
-    from deepdive.training import write_metrics
+    from deepdive.training import read_record, write_metrics
 
     started = time.time()
     model, tokenizer = load_model_and_tokenizer(model_dir)
     folder = Path(model_dir)
-    recorded = folder / "metrics.json"
-    stage = json.loads(recorded.read_text())["stage"] if recorded.is_file() else None
+    stage = read_record(folder, "metrics.json").get("stage")
     metrics = {"model": str(model_dir), "stage": stage, "parameters": sum(p.numel() for p in model.parameters())}
     if tokenizer.chat_template is None:
         seq_len = model.config.max_position_embeddings

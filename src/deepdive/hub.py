@@ -88,6 +88,7 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, report:
     from huggingface_hub import CommitOperationAdd, HfApi
 
     from deepdive.cards import write_model_card
+    from deepdive.training import read_record
 
     folder = Path(folder)
     if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
@@ -95,11 +96,7 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, report:
     check_push_settings(repo_id, "--repo_id")
     write_model_card(folder, repo_id)
     files = files_to_push(folder, report)
-    stage = (
-        json.loads((folder / "metrics.json").read_text()).get("stage", "model")
-        if (folder / "metrics.json").is_file()
-        else "model"
-    )
+    stage = read_record(folder, "metrics.json").get("stage", "model")
     api = HfApi()
     api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
     commit = api.create_commit(

@@ -7,13 +7,14 @@ function and completion length. The same held-out prompts are answered by every 
 page shows what each stage of the lecture adds. Stages that have not run are left out.
 """
 
-import json
 import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
+
+from deepdive.training import read_record
 
 
 STAGE_FOLDERS = {"pretrain": "base", "sft": "sft", "grpo": "grpo"}
@@ -64,14 +65,10 @@ def table_rows(records: dict[str, dict]) -> list[tuple[str, str, object]]:
 SIDE_BY_SIDE_TASKS = ("identity", "arithmetic", "spelling", "shakespeare")
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
 def stage_record(folder: Path) -> dict:
     """What a stage folder recorded: metrics, evaluation and the Trainer's log history, merged."""
-    metrics, evaluation = _read_json(folder / "metrics.json"), _read_json(folder / "eval.json")
-    history = _read_json(folder / "trainer_state.json").get("log_history", [])
+    metrics, evaluation = read_record(folder, "metrics.json"), read_record(folder, "eval.json")
+    history = read_record(folder, "trainer_state.json").get("log_history", [])
     record = {**metrics, **evaluation, "history": history}
     if "train_tokens" in metrics:
         record["tokens_seen"] = metrics["train_tokens"]
@@ -215,7 +212,7 @@ def write_report(run_dir: str | Path, side_by_side: bool = True) -> Path:
         if any(cell != "–" for cell in cells):
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     training = sum(record.get("wall_seconds", 0) for record in records.values())
-    evaluating = sum(_read_json(folder / "eval.json").get("eval_seconds", 0) for folder in folders.values())
+    evaluating = sum(read_record(folder, "eval.json").get("eval_seconds", 0) for folder in folders.values())
     lines += [
         "",
         f"Wall-clock: {_duration(training)} inside the stage recipes (from start to their saved record, launch "

@@ -111,6 +111,19 @@ def write_metrics(output_dir: str | Path, metrics: dict, name: str = "metrics.js
     return path
 
 
+def read_record(folder: str | Path, name: str) -> dict:
+    """A record a run wrote into its folder (`metrics.json`, `eval.json`, `recipe.yaml`, ...); {} if absent."""
+    path = Path(folder) / name
+    if not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if name.endswith(".yaml"):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text) or {}
+
+
 def hardware() -> str:
     """The accelerator, or the CPU, a run trained on, in words."""
     import platform
