@@ -25,6 +25,7 @@ from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
     NonFiniteGuard,
     finish_run,
+    save_model,
     start_run,
 )
 
@@ -66,7 +67,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
     train_started = time.time()
     train_result = trainer.train(resume_from_checkpoint=run.resume_from)
     metrics.update(train_loss=train_result.training_loss, train_seconds=time.time() - train_started)
-    trainer.save_model(str(output_dir))
+    save_model(trainer, output_dir)
 
     # Evaluate the trained model with the same code and prompts
     if args.num_test_examples:

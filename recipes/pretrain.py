@@ -15,12 +15,14 @@ import time
 
 import numpy as np
 import torch
+from datasets import IterableDataset
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 from trl import ScriptArguments
 
 from deepdive.configs import PretrainArguments, parse_recipe
 from deepdive.data import load_corpus, packed_dataset, tokenize_documents
-from deepdive.errors import DeepdiveError
+from deepdive.distributed import computed_once
+from deepdive.errors import DeepdiveError, RecipeError
 from deepdive.evaluation import bits_per_byte, token_stream
 from deepdive.modeling import build_llama_config, build_model, count_parameters
 from deepdive.optim import build_optimizer
@@ -32,6 +34,7 @@ from deepdive.training import (
     collate_blocks,
     default_generation_config,
     finish_run,
+    save_model,
     start_run,
     sum_token_nll,
 )
@@ -58,11 +61,20 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         seed=training_args.seed,
     )
 
-    # Tokenizer: trained on the train split only, unless the recipe names one
+    streamed = isinstance(corpus["train"], IterableDataset)  # read as training goes: no length, no epochs
+    if streamed and training_args.max_steps <= 0:
+        raise RecipeError("max_steps: a streamed corpus has no length; set the number of optimizer steps")
+
+    # Tokenizer: trained on the train split only (by the main process, for all), unless the recipe names one
     if args.tokenizer_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
     else:
-        tokenizer = train_tokenizer(corpus["train"]["text"], args.vocab_size or 4096)
+        texts = (
+            corpus["train"]["text"]
+            if not streamed
+            else (row["text"] for row in corpus["train"].take(args.tokenizer_documents))
+        )
+        tokenizer = computed_once(lambda: train_tokenizer(texts, args.vocab_size or 4096))
     validation_bytes_per_token = bytes_per_token(tokenizer, corpus["validation"]["text"])
     logger.info(
         "tokenizer: %d tokens, %.3f bytes/token on the validation split", len(tokenizer), validation_bytes_per_token
@@ -79,6 +91,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
         max_position_embeddings=args.seq_len,
         rope_theta=args.rope_theta,
         vocab_size=args.vocab_size,
+        attn_implementation=args.attn_implementation,
     )
     model = build_model(config, seed=training_args.seed)
     n_params = count_parameters(model)
@@ -126,7 +139,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
 
     # Save: model + tokenizer + generation config + metrics, in plain Hugging Face format
     model.generation_config = default_generation_config(tokenizer)
-    trainer.save_model(str(output_dir))
+    save_model(trainer, output_dir)
     train_tokens = train_result.global_step * _tokens_per_step(training_args, args.seq_len)
     metrics = {
         "stage": "pretrain",

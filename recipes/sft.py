@@ -25,6 +25,7 @@ from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
     NonFiniteGuard,
     finish_run,
+    save_model,
     start_run,
 )
 
@@ -69,7 +70,7 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
     train_started = time.time()
     train_result = trainer.train(resume_from_checkpoint=run.resume_from)
     train_seconds = time.time() - train_started
-    trainer.save_model(str(output_dir))
+    save_model(trainer, output_dir)
 
     # Evaluate: greedy replies to held-out prompts of each task, scored by the task's checker
     metrics = {"stage": "sft", "train_loss": train_result.training_loss, "train_seconds": train_seconds}

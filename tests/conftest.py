@@ -26,6 +26,23 @@ def run_recipe(script: str, *args: str, check: bool = True, env: dict | None = N
     return result
 
 
+def launch(accelerate_config: str, script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `recipes/<script>` through `accelerate launch` with `accelerate_configs/<accelerate_config>.yaml`."""
+    accelerate = Path(sys.executable).parent / "accelerate"
+    config = REPO / "accelerate_configs" / f"{accelerate_config}.yaml"
+    result = subprocess.run(
+        [str(accelerate), "launch", "--config_file", str(config), str(REPO / "recipes" / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
 def run_micro(stage: str, model_dir, output_dir, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run `recipes/<stage>.py` on its micro recipe from `model_dir` into `output_dir`."""
     return run_recipe(

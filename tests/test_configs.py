@@ -1,10 +1,12 @@
 from pathlib import Path
 
 import pytest
-from transformers import TrainingArguments
-from trl import ScriptArguments
+import torch
+import yaml
+from transformers import LlamaForCausalLM, TrainingArguments
+from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
 
-from deepdive.configs import PretrainArguments, parse_recipe
+from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe
 from deepdive.errors import RecipeError
 
 
@@ -18,11 +20,61 @@ def write(tmp_path, text: str) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("recipe", sorted(REPO.glob("recipes/*/pretrain.yaml")), ids=lambda p: p.parent.name)
-def test_every_pretrain_recipe_parses(recipe):
-    script_args, args, training_args = parse_recipe(PRETRAIN, ["--config", str(recipe)])
-    assert training_args.output_dir.startswith("runs/")
-    assert args.seq_len > 1 and training_args.max_steps > 0
+STAGES = {
+    "pretrain": PRETRAIN,
+    "sft": (ScriptArguments, SFTArguments, SFTConfig, ModelConfig),
+    "grpo": (ScriptArguments, GRPOArguments, GRPOConfig, ModelConfig),
+}
+PREVIOUS = {"sft": "base", "grpo": "sft"}
+
+
+@pytest.mark.parametrize("recipe", sorted(REPO.glob("recipes/**/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_recipe_parses(recipe):
+    """Every shipped recipe goes through the real parsers (an unknown or ill-typed field fails), writes where
+    its folder says and starts from its own previous stage. GPU recipes are parsed as on this CPU machine."""
+    assert recipe.stem in STAGES, f"{recipe}: a recipe is named after its stage ({', '.join(STAGES)})"
+    on_cpu = [] if yaml.safe_load(recipe.read_text(encoding="utf-8")).get("use_cpu") else ["--use_cpu", "true"]
+    parsed = parse_recipe(STAGES[recipe.stem], ["--config", str(recipe.relative_to(REPO)), *on_cpu])
+    training_args = parsed[2]
+    stage_dir = "base" if recipe.stem == "pretrain" else recipe.stem
+    assert training_args.output_dir == f"runs/{recipe.parent.name}/{stage_dir}"
+    assert training_args.max_steps > 0 or training_args.num_train_epochs > 0
+    if recipe.stem in PREVIOUS and parsed[3].model_name_or_path.startswith("runs/"):
+        assert parsed[3].model_name_or_path == f"runs/{recipe.parent.name}/{PREVIOUS[recipe.stem]}"
+    if getattr(training_args, "chat_template_path", None):
+        assert (REPO / training_args.chat_template_path).is_file()
+
+
+class Tokenizer:
+    """The ids and length `build_llama_config` reads from a tokenizer (the d12 one is trained on the Hub data)."""
+
+    bos_token_id, eos_token_id, pad_token_id = 0, 1, 1
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def test_d12_recipe_builds_a_100m_model():
+    from deepdive.modeling import build_llama_config
+
+    _, args, training_args = parse_recipe(
+        PRETRAIN, ["--config", str(REPO / "recipes/d12-fineweb/pretrain.yaml"), "--use_cpu", "true"]
+    )
+    tokenizer = Tokenizer(args.vocab_size)
+    config = build_llama_config(
+        tokenizer, args.hidden_size, args.num_hidden_layers, args.num_attention_heads, vocab_size=args.vocab_size
+    )
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 90e6 < parameters < 130e6
+    tokens_per_step = (
+        training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * args.seq_len
+    )
+    assert tokens_per_step == 524288 and training_args.max_steps * tokens_per_step > 15 * parameters  # ~Chinchilla
 
 
 def test_yaml_values_get_their_field_types(tmp_path):

@@ -21,7 +21,7 @@ def test_writes_a_hugging_face_model_folder(micro_base):
     metrics = json.loads((micro_base / "metrics.json").read_text())
     assert math.isfinite(metrics["val_bits_per_byte"]) and 0 < metrics["val_bits_per_byte"] < 8
     assert metrics["val_bytes"] == 527014  # the whole validation split, every byte scored
-    assert metrics["train_tokens"] == 6 * 4 * 64  # max_steps x batch x seq_len
+    assert metrics["train_tokens"] == 6 * 8 * 64  # max_steps x global batch x seq_len
 
 
 def test_loads_and_generates_with_plain_transformers(micro_base):
@@ -69,6 +69,29 @@ def test_trains_on_a_local_text_file(tmp_path):
     )
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["val_bytes"] > 0 and math.isfinite(metrics["val_bits_per_byte"])
+
+
+def test_trains_on_a_streamed_dataset(tmp_path):
+    """`dataset_streaming`: the tokenizer trains on the stream's first documents, the first 1,000 documents are
+    held out (in memory) and the rest is tokenized and packed as training reads it."""
+    folder = tmp_path / "stream"
+    folder.mkdir()
+    lines = [json.dumps({"text": f"Document {i}: the quick brown fox jumps over the lazy dog."}) for i in range(1500)]
+    (folder / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output_dir = tmp_path / "streamed"
+    common = ["--config", "recipes/micro/pretrain.yaml", "--dataset_name", str(folder), "--vocab_size", "300"]
+    run_recipe("pretrain.py", *common, "--dataset_streaming", "true", "--tokenizer_documents", "200",
+               "--output_dir", str(output_dir))  # fmt: skip
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    held_out = sum(len(line.encode()) - len('{"text": ""}') for line in lines[:1000])
+    assert metrics["val_bytes"] == held_out and math.isfinite(metrics["val_bits_per_byte"])
+    assert metrics["train_tokens"] == 6 * 8 * 64
+    result = run_recipe("pretrain.py", *common, "--dataset_streaming", "true", "--max_steps", "-1",
+                        "--num_train_epochs", "1", "--output_dir", str(tmp_path / "endless"), check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: max_steps: a streamed corpus has no length; set the number of optimizer steps"
+    )
 
 
 class StopBeforeTraining(Exception):

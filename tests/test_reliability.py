@@ -137,5 +137,7 @@ def test_remote_code_is_off_unless_the_recipe_says_so(stage):
 
     types = {"sft": (SFTArguments, SFTConfig), "grpo": (GRPOArguments, GRPOConfig)}[stage]
     for recipe in sorted(REPO.glob(f"recipes/*/{stage}.yaml")):
-        _, _, training_args, _ = parse_recipe((ScriptArguments, *types, ModelConfig), ["--config", str(recipe)])
+        _, _, training_args, _ = parse_recipe(
+            (ScriptArguments, *types, ModelConfig), ["--config", str(recipe), "--use_cpu", "true"]
+        )
         assert training_args.trust_remote_code is False, recipe

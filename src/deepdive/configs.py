@@ -9,6 +9,9 @@ bad field stops the run with one line naming the file, the field and what is val
 
 import argparse
 import difflib
+import logging
+import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +23,24 @@ from deepdive.errors import RecipeError
 
 
 @dataclass
-class MuonArguments:
-    """What every recipe shares beyond the libraries' configs: the Muon optimizer (TrainingArguments' `optim`
-    has none) and permission to train over a finished run."""
+class RecipeArguments:
+    """What every recipe shares beyond the libraries' configs: permission to train over a finished run, a global
+    batch that does not depend on the number of processes, and the Muon optimizer (`optim` has none)."""
 
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Train over a finished run in `output_dir` (by default it is kept and the run stops)."},
     )
     # Training
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sequences per optimizer step over all processes (pretraining: packed blocks; SFT: "
+            "conversations or packed rows; GRPO: sampled replies). Set, `gradient_accumulation_steps` and the "
+            "per-device batch are derived from it for any number of processes, `per_device_train_batch_size` "
+            "being the most one device holds at once. Unset: per device x accumulation x processes."
+        },
+    )
     muon_lr: float | None = field(
         default=None,
         metadata={
@@ -39,7 +51,7 @@ class MuonArguments:
 
 
 @dataclass
-class PretrainArguments(MuonArguments):
+class PretrainArguments(RecipeArguments):
     """What pretraining needs beyond `TrainingArguments` and TRL's `ScriptArguments`."""
 
     # Data
@@ -53,6 +65,9 @@ class PretrainArguments(MuonArguments):
     # Tokenizer
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Use this tokenizer (folder or Hub id) instead of training one."}
+    )
+    tokenizer_documents: int = field(
+        default=100_000, metadata={"help": "With a streamed corpus, the first documents the tokenizer trains on."}
     )
     vocab_size: int | None = field(
         default=None,
@@ -69,6 +84,14 @@ class PretrainArguments(MuonArguments):
     intermediate_size: int | None = field(default=None, metadata={"help": "SwiGLU width; default ~8/3 x hidden."})
     seq_len: int = field(default=256, metadata={"help": "Tokens per packed training block (the context length)."})
     rope_theta: float = field(default=10000.0, metadata={"help": "RoPE base frequency."})
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata={
+            "help": "Attention kernel: sdpa (PyTorch's fused attention, flash kernels on GPU), eager, or "
+            "flash_attention_2 (needs the flash-attn package and a GPU).",
+            "choices": ["sdpa", "eager", "flash_attention_2", "flex_attention"],
+        },
+    )
     # Evaluation
     eval_stride: int | None = field(
         default=None, metadata={"help": "Window stride of the final val bits-per-byte pass; default seq_len // 2."}
@@ -83,7 +106,11 @@ class PretrainArguments(MuonArguments):
 
 
 def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple:
-    """Parse `--config <yaml>` plus command-line overrides into instances of `dataclass_types`."""
+    """Parse `--config <yaml>` plus command-line overrides into instances of `dataclass_types`, and fit the
+    recipe's global batch to the processes it was launched with."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and not _has_gpu():  # torchrun on a machine without GPUs: the processes join over gloo
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     parser = TrlParser(dataclass_types)
     args = list(sys.argv[1:] if args is None else args)
     if "--config" in args:
@@ -102,7 +129,64 @@ def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple
     if remaining:
         flag = (unknown or remaining)[0]
         raise RecipeError(f"unknown argument '{flag}'{_did_you_mean(flag.lstrip('-'), parser)}")
+    recipe_args = next(item for item in parsed if isinstance(item, RecipeArguments))
+    training_args = next(item for item in parsed if hasattr(item, "gradient_accumulation_steps"))
+    if launched != training_args.world_size:
+        raise RecipeError(
+            f"{launched} processes were launched but they did not join one run (world size "
+            f"{training_args.world_size}); on a machine without GPUs set use_cpu: true"
+        )
+    if not training_args.should_log:  # one process speaks for the run
+        logging.getLogger("deepdive").setLevel(logging.WARNING)
+    fit_global_batch(training_args, recipe_args.global_batch_size)
     return tuple(parsed)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def fit_global_batch(training_args, global_batch_size: int | None) -> None:
+    """Derive the per-device batch and gradient accumulation that give `global_batch_size` sequences per
+    optimizer step on `training_args.world_size` processes, the per-device batch at most the recipe's
+    `per_device_train_batch_size`; raise RecipeError when the processes cannot share the batch evenly."""
+    processes = training_args.world_size
+    if global_batch_size is not None:
+        if global_batch_size < 1:
+            raise RecipeError(f"global_batch_size: must be a positive number of sequences, got {global_batch_size}")
+        if global_batch_size % processes:
+            raise RecipeError(
+                f"global_batch_size: {global_batch_size} sequences do not split evenly over {processes} processes; "
+                f"use a multiple of {processes}"
+            )
+        per_process = global_batch_size // processes
+        accumulation = math.ceil(per_process / training_args.per_device_train_batch_size)
+        while per_process % accumulation:  # the smallest accumulation whose micro-batches are all equal
+            accumulation += 1
+        _set_batch(training_args, per_process // accumulation, accumulation)
+    per_device, accumulation = training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps
+    logging.getLogger("deepdive").info(
+        "global batch %d = %d per device x %d accumulation step(s) x %d process(es)",
+        per_device * accumulation * processes, per_device, accumulation, processes,
+    )  # fmt: skip
+
+
+def _set_batch(training_args, per_device: int, accumulation: int) -> None:
+    if getattr(training_args, "steps_per_generation", None) is not None:  # GRPO: one generation per step
+        if training_args.steps_per_generation != training_args.gradient_accumulation_steps:
+            raise RecipeError("global_batch_size: set it or steps_per_generation/generation_batch_size, not both")
+        generation_batch = per_device * accumulation * training_args.world_size
+        if generation_batch % training_args.num_generations:
+            raise RecipeError(
+                f"global_batch_size: {generation_batch} replies per step do not make whole groups of "
+                f"num_generations {training_args.num_generations}; use a multiple of it"
+            )
+        training_args.steps_per_generation = accumulation
+        training_args.generation_batch_size = generation_batch
+    training_args.per_device_train_batch_size = per_device
+    training_args.gradient_accumulation_steps = accumulation
 
 
 def _did_you_mean(name: str, parser) -> str:
@@ -159,7 +243,7 @@ def _convert(config_path: str, name: str, value, action):
 
 
 @dataclass
-class SFTArguments(MuonArguments):
+class SFTArguments(RecipeArguments):
     """What supervised fine-tuning needs beyond TRL's `SFTConfig`, `ModelConfig` and `ScriptArguments`."""
 
     # Data
@@ -182,7 +266,7 @@ class SFTArguments(MuonArguments):
 
 
 @dataclass
-class GRPOArguments(MuonArguments):
+class GRPOArguments(RecipeArguments):
     """What GRPO needs beyond TRL's `GRPOConfig`, `ModelConfig` and `ScriptArguments`."""
 
     # Data

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
 
 from deepdive.errors import DataError
 
@@ -188,7 +188,8 @@ def load_corpus(
     streaming: bool = False,
     seed: int = 0,
 ) -> DatasetDict:
-    """Return a DatasetDict with `train` and `validation` splits and a `text` column.
+    """Return a DatasetDict with `train` and `validation` splits and a `text` column (with `streaming`, the
+    train split is an IterableDataset read as training goes; the validation split is always in memory).
 
     - `data_files`: local text or JSONL files; the validation split is a random `validation_size` share of
       the documents.
@@ -210,7 +211,7 @@ def load_corpus(
     if validation_split in corpus:
         validation = corpus[validation_split]
     elif streaming:  # no random split on a stream: the first documents are held out
-        validation, train = train.take(1000), train.skip(1000)
+        validation, train = train.take(STREAMED_VALIDATION_DOCUMENTS), train.skip(STREAMED_VALIDATION_DOCUMENTS)
     else:
         split = train.train_test_split(test_size=validation_size, seed=seed)
         train, validation = split["train"], split["test"]
@@ -219,7 +220,13 @@ def load_corpus(
         split = split.select_columns([text_column])
         return split if text_column == "text" else split.rename_column(text_column, "text")
 
-    return DatasetDict(train=text_only(train), validation=text_only(validation))
+    validation = text_only(validation)
+    if isinstance(validation, IterableDataset):  # scored whole, so held in memory: its first documents
+        validation = Dataset.from_list(list(validation.take(STREAMED_VALIDATION_DOCUMENTS)))
+    return DatasetDict(train=text_only(train), validation=validation)
+
+
+STREAMED_VALIDATION_DOCUMENTS = 1000  # held out from a streamed corpus, or taken from its validation split
 
 
 # --- Tokenize and pack -----------------------------------------------------------------------------------
@@ -237,8 +244,11 @@ def tokenize_documents(dataset: Dataset | DatasetDict, tokenizer, num_proc: int 
         ids = tokenizer(batch["text"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return {"input_ids": [doc + [eos] for doc in ids]}
 
-    columns = dataset["train"].column_names if isinstance(dataset, DatasetDict) else dataset.column_names
-    return dataset.map(encode, batched=True, remove_columns=columns, num_proc=num_proc, desc="Tokenizing")
+    if isinstance(dataset, DatasetDict):
+        return DatasetDict({name: tokenize_documents(split, tokenizer, num_proc) for name, split in dataset.items()})
+    if isinstance(dataset, IterableDataset):  # tokenized as the stream is read
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, num_proc=num_proc, desc="Tokenizing")
 
 
 def pack_into_blocks(token_lists: list[list[int]], block_size: int) -> np.ndarray:
@@ -255,12 +265,15 @@ def pack_into_blocks(token_lists: list[list[int]], block_size: int) -> np.ndarra
     return stream[: n_blocks * block_size].reshape(n_blocks, block_size)
 
 
-def packed_dataset(tokenized: Dataset, block_size: int) -> Dataset:
-    """A Dataset of `input_ids` blocks (packed over the whole split, so no token is lost between batches)."""
+def packed_dataset(tokenized: Dataset | IterableDataset, block_size: int) -> Dataset | IterableDataset:
+    """A dataset of `input_ids` blocks. In memory, the whole split is packed at once, so no token is lost
+    between batches; a stream is packed 1,000 documents at a time, each pack dropping its last partial block."""
 
     def pack(batch):
         return {"input_ids": pack_into_blocks(batch["input_ids"], block_size).tolist()}
 
+    if isinstance(tokenized, IterableDataset):
+        return tokenized.map(pack, batched=True, batch_size=1000)
     return tokenized.map(pack, batched=True, batch_size=None, desc=f"Packing into blocks of {block_size}")
 
 

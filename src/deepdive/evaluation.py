@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from deepdive.distributed import gather_shares, is_main_process, process_share
+
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 
@@ -55,17 +57,18 @@ def bits_per_byte(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Score `token_ids` (one stream) with `model`; return bits per byte, mean token loss and counts."""
+    """Score `token_ids` (one stream) with `model`; return bits per byte, mean token loss and counts. Several
+    processes each score a share of the windows."""
     stride = stride or seq_len - 1
     device = next(model.parameters()).device
     ids = torch.tensor(token_ids, dtype=torch.long)
     byte_table = torch.tensor(token_bytes, dtype=torch.float64)
-    windows = window_starts(len(ids), seq_len, stride)
-    window_nll, window_bytes, total_tokens = [], [], 0
+    windows = process_share(window_starts(len(ids), seq_len, stride))
+    window_nll, window_bytes, window_tokens = [], [], []
     was_training = model.training
     model.eval()
     batches = range(0, len(windows), batch_size)
-    for first in tqdm(batches, desc="bits per byte", disable=not progress):
+    for first in tqdm(batches, desc="bits per byte", disable=not (progress and is_main_process())):
         chunk = windows[first : first + batch_size]
         length = max(min(start + seq_len, len(ids)) - start for start, _ in chunk)
         inputs = torch.full((len(chunk), length), 0, dtype=torch.long)
@@ -81,8 +84,10 @@ def bits_per_byte(
         nll = nll.view(len(chunk), -1).double() * score
         window_nll += nll.sum(dim=1).tolist()
         window_bytes += (byte_table[targets] * score).sum(dim=1).long().tolist()
-        total_tokens += int(score.sum())
+        window_tokens += score.sum(dim=1).tolist()
     model.train(was_training)
+    window_nll, window_bytes, window_tokens = map(gather_shares, (window_nll, window_bytes, window_tokens))
+    total_tokens = int(sum(window_tokens))
     result = load_metric("bits_per_byte").compute(predictions=window_nll, references=window_bytes)
     return {**result, "loss": sum(window_nll) / total_tokens, "tokens": total_tokens}
 
@@ -105,7 +110,7 @@ def generate_replies(
     """Replies to each conversation's prompt, greedy (temperature 0) or `num_samples` sampled ones each.
 
     Returns (reply texts, whether each reply stopped with `<|im_end|>`), `num_samples` consecutive entries per
-    conversation.
+    conversation. Several processes each answer a share of the conversations.
     """
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     greedy = temperature == 0
@@ -117,8 +122,10 @@ def generate_replies(
     torch.manual_seed(seed)
     texts, stopped = [], []
     prompts_per_batch = max(1, batch_size // num_samples)
+    conversations = process_share(list(conversations))
+    batches = range(0, len(conversations), prompts_per_batch)
     try:
-        for first in tqdm(range(0, len(conversations), prompts_per_batch), desc="replies", disable=not progress):
+        for first in tqdm(batches, desc="replies", disable=not (progress and is_main_process())):
             batch = conversations[first : first + prompts_per_batch]
             inputs = tokenizer.apply_chat_template(
                 batch, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
@@ -143,7 +150,7 @@ def generate_replies(
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)
-    return texts, stopped
+    return gather_shares(texts), gather_shares(stopped)
 
 
 def evaluate_tasks(model, tokenizer, task_names, n_per_task: int, max_new_tokens: int = 160, batch_size: int = 32):

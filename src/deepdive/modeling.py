@@ -22,6 +22,7 @@ def build_llama_config(
     rope_theta: float = 10000.0,
     tie_word_embeddings: bool = True,
     vocab_size: int | None = None,
+    attn_implementation: str = "sdpa",
 ) -> LlamaConfig:
     """A LlamaConfig sized by the recipe, with the tokenizer's special token ids.
 
@@ -48,6 +49,7 @@ def build_llama_config(
         pad_token_id=tokenizer.pad_token_id,
         attention_bias=False,
         mlp_bias=False,
+        attn_implementation=attn_implementation,
     )
 
 

@@ -148,6 +148,14 @@ def hub_target(training_args) -> str | None:
     return repo_id
 
 
+def save_model(trainer, output_dir) -> None:
+    """Save the finished model as one plain Hugging Face folder. Under FSDP, whose checkpoints are saved
+    sharded, the full state dict is gathered for this last save."""
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(output_dir))
+
+
 @dataclass
 class Run:
     """A recipe run's bookkeeping: where it writes, the checkpoint it resumes from, where it pushes, when it began."""
@@ -174,8 +182,17 @@ def finish_run(trainer, run: Run, metrics: dict) -> dict:
     the folder if the recipe asked."""
     from deepdive.cards import write_model_card
     from deepdive.configs import save_recipe
+    from deepdive.distributed import check_replicas, holds_replicas
 
-    metrics.update(wall_seconds=time.time() - run.started, hardware=hardware())
+    args = trainer.args
+    metrics.update(
+        wall_seconds=time.time() - run.started,
+        hardware=hardware(),
+        processes=args.world_size,
+        global_batch_size=args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+    )
+    if holds_replicas():
+        metrics["replicas_identical"] = check_replicas(trainer.model)
     if trainer.is_world_process_zero():
         trainer.save_state()
         save_recipe(run.output_dir)
