@@ -1,6 +1,7 @@
 # deepdive: `make all` runs the whole pipeline (pretrain -> sft -> grpo -> eval -> report) on the default tiny
 # recipe, skipping stages already finished; `make pretrain`, `make sft`, `make grpo` run one stage; `make chat`
-# talks to the assistant; `make test` runs the test suite. Every target sets up .venv from a bare python3 first.
+# talks to the assistant; `make test` runs the test suite; `make bench` measures speed. Every target sets up
+# .venv from a bare python3 first.
 # Variables: RECIPE (a folder of recipes/), ARGS (extra overrides for one stage, e.g. ARGS="--max_steps 50"),
 # ACCELERATE (a file of accelerate_configs/, without .yaml), STAGE and HUB_MODEL_ID (and PRIVATE=1) for push.
 
@@ -19,7 +20,7 @@ HUB_MODEL_ID ?=
 PRIVATE ?=
 STAGES := base sft grpo
 
-.PHONY: all install pretrain sft grpo eval report push chat sample test style quality clean
+.PHONY: all install pretrain sft grpo eval report push chat sample test bench style quality clean
 
 install: $(STAMP)
 
@@ -86,6 +87,11 @@ sample: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(ARGS)
+
+# Speed: deepdive against a bare PyTorch loop, settings, data preparation, GRPO rollouts, cost scaling; tables on
+# stdout, figures in bench/results/<name>.json. One benchmark: make bench ARGS=trainer_overhead
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
 
 style: $(STAMP)
 	$(BIN)/ruff format .

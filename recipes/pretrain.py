@@ -106,21 +106,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
     token_bytes = token_byte_lengths(tokenizer)
 
     # Train
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_blocks,
-        eval_dataset=eval_blocks,
-        processing_class=tokenizer,
-        data_collator=collate_blocks,
-        compute_metrics=bits_per_byte_metric(token_bytes),
-        preprocess_logits_for_metrics=sum_token_nll,
-        callbacks=[
-            SampleGenerationCallback(tokenizer, args.sample_prompts, args.sample_max_new_tokens),
-            NonFiniteGuard(),
-        ],
-        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
-    )
+    trainer = build_trainer(args, training_args, model, tokenizer, train_blocks, eval_blocks)
     train_started = time.time()
     train_result = trainer.train(resume_from_checkpoint=run.resume_from)
     train_seconds = time.time() - train_started
@@ -157,6 +143,27 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
     finish_run(trainer, run, metrics)
     logger.info("val bits per byte %.4f -> %s", final["bits_per_byte"], output_dir)
     return metrics
+
+
+def build_trainer(args, training_args, model, tokenizer, train_blocks, eval_blocks, callbacks=()) -> Trainer:
+    """The pretraining Trainer: packed blocks, bits per byte at each evaluation, logged samples, the NaN
+    guard and the recipe's optimizer (`bench/` times this very Trainer against a bare PyTorch loop)."""
+    return Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_blocks,
+        eval_dataset=eval_blocks,
+        processing_class=tokenizer,
+        data_collator=collate_blocks,
+        compute_metrics=bits_per_byte_metric(token_byte_lengths(tokenizer)),
+        preprocess_logits_for_metrics=sum_token_nll,
+        callbacks=[
+            SampleGenerationCallback(tokenizer, args.sample_prompts, args.sample_max_new_tokens),
+            NonFiniteGuard(),
+            *callbacks,
+        ],
+        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
+    )
 
 
 def _tokens_per_step(training_args: TrainingArguments, seq_len: int) -> int:

@@ -64,12 +64,24 @@ def test_grpo_generates_the_global_batch_once_per_step():
     assert (args.steps_per_generation, args.generation_batch_size) == (4, 512)
 
 
+def test_grpo_keeps_optimizer_steps_per_generation():
+    args = batch_args(256, 1, num_generations=8)
+    args.steps_per_generation, args.generation_batch_size = 2, 512  # 2 optimizer steps per generation
+    fit_global_batch(args, 256)  # same batch, 2 processes below
+    assert (args.steps_per_generation, args.generation_batch_size) == (2, 512)
+    args = batch_args(32, 2, num_generations=8)
+    args.steps_per_generation, args.generation_batch_size = 2, 128
+    fit_global_batch(args, 256)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (32, 4)
+    assert (args.steps_per_generation, args.generation_batch_size) == (8, 512)
+
+
 @pytest.mark.parametrize(
     ("args", "global_batch", "message"),
     [
         (batch_args(8, 3), 32, "global_batch_size: 32 sequences do not split evenly over 3 processes"),
         (batch_args(8, 1), 0, "global_batch_size: must be a positive number"),
-        (batch_args(8, 2, num_generations=8), 36, "36 replies per step do not make whole groups of num_generations 8"),
+        (batch_args(8, 2, num_generations=8), 36, "36 replies per generation do not make whole groups of num_gen"),
     ],
 )
 def test_misfit_global_batch_is_one_line(args, global_batch, message):

@@ -174,16 +174,21 @@ def fit_global_batch(training_args, global_batch_size: int | None) -> None:
 
 
 def _set_batch(training_args, per_device: int, accumulation: int) -> None:
-    if getattr(training_args, "steps_per_generation", None) is not None:  # GRPO: one generation per step
-        if training_args.steps_per_generation != training_args.gradient_accumulation_steps:
-            raise RecipeError("global_batch_size: set it or steps_per_generation/generation_batch_size, not both")
-        generation_batch = per_device * accumulation * training_args.world_size
+    if getattr(training_args, "steps_per_generation", None) is not None:  # GRPO: replies generated at once
+        per_generation, rest = divmod(training_args.steps_per_generation, training_args.gradient_accumulation_steps)
+        if rest:
+            raise RecipeError(
+                f"steps_per_generation: {training_args.steps_per_generation} is not a whole number of optimizer "
+                f"steps of {training_args.gradient_accumulation_steps} accumulation steps; with global_batch_size "
+                "give it as optimizer steps per generation x gradient_accumulation_steps"
+            )
+        generation_batch = per_device * accumulation * training_args.world_size * per_generation
         if generation_batch % training_args.num_generations:
             raise RecipeError(
-                f"global_batch_size: {generation_batch} replies per step do not make whole groups of "
+                f"global_batch_size: {generation_batch} replies per generation do not make whole groups of "
                 f"num_generations {training_args.num_generations}; use a multiple of it"
             )
-        training_args.steps_per_generation = accumulation
+        training_args.steps_per_generation = accumulation * per_generation
         training_args.generation_batch_size = generation_batch
     training_args.per_device_train_batch_size = per_device
     training_args.gradient_accumulation_steps = accumulation

@@ -1,0 +1,159 @@
+"""Settings that win: bf16 autocast, torch.compile, the attention kernel, threads for the tiny pretraining
+step; the attention kernel and packing for the tiny SFT stage. Every variant runs in the same process, in alternating blocks, against the default.
+
+Model-FLOPs throughput is reported as a share of the machine's measured bf16 matmul peak.
+"""
+
+import statistics
+import tempfile
+import time
+
+import torch
+from transformers import TrainerCallback
+
+from bench.common import Side, alternate, flops_per_token, matmul_peak, print_table, timed_steps, write_result
+from bench.tiny import BareLoop, parse_tiny, tiny_model, tokenizer_and_corpus, train_blocks
+from deepdive.modeling import count_parameters
+
+
+def with_threads(threads: int, run):
+    def wrapped(steps):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return run(steps)
+        finally:
+            torch.set_num_threads(before)
+
+    return wrapped
+
+
+def pretraining_step_settings(rounds: int = 4, steps: int = 6, warmup: int = 4) -> dict:
+    args, training_args = parse_tiny("--max_steps", "1000")
+    tokenizer, blocks = train_blocks(args)
+
+    def loop(compile_model=None, bf16=None, **shape):
+        bare = BareLoop(tiny_model(args, training_args, tokenizer, **shape), training_args, args.muon_lr, blocks,
+                        compile_model=compile_model, bf16=bf16)  # fmt: skip
+        return lambda n: timed_steps(bare.step, n)
+
+    threads = torch.get_num_threads()
+    other_attention = "sdpa" if args.attn_implementation == "eager" else "eager"
+    variants = {
+        f"default (bf16, compile, {args.attn_implementation} attention, {threads} threads)": loop(),
+        "fp32": loop(bf16=False),
+        "no torch.compile": loop(compile_model=False),
+        f"{other_attention} attention": loop(attn_implementation=other_attention),
+    }
+    if threads > 1:
+        variants[f"1 thread instead of {threads}"] = with_threads(1, loop())
+    sides = alternate([Side(name, run) for name, run in variants.items()], rounds, steps, warmup)
+
+    model = tiny_model(args, training_args, tokenizer)
+    tokens = training_args.per_device_train_batch_size * args.seq_len
+    flops = flops_per_token(count_parameters(model), args.num_hidden_layers, args.hidden_size, args.seq_len)
+    peak = matmul_peak(torch.bfloat16)
+    base = sides[0].median
+    rows, record = [], {}
+    for side in sides:
+        tokens_per_second = tokens / side.median
+        mfu = tokens_per_second * flops / peak
+        rows.append([side.name, side.median, tokens_per_second, base / side.median, f"{100 * mfu:.1f}%"])
+        record[side.name] = {"step_seconds": side.median, "tokens_per_second": tokens_per_second,
+                             "speed_vs_default": base / side.median, "mfu_of_bf16_matmul_peak": mfu}  # fmt: skip
+    print_table(
+        f"Pretraining step settings (tiny model, {tokens} tokens/step; bf16 matmul peak {peak / 1e12:.2f} TFLOP/s)",
+        ["setting", "median step (s)", "tokens/s", "speed vs default", "MFU"],
+        rows,
+    )
+    return {"variants": record, "bf16_matmul_peak_flops": peak, "flops_per_token": flops, "tokens_per_step": tokens}
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times, self.last = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.last = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self.last)
+
+
+SFT_VARIANTS = {
+    "default (recipes/tiny/sft.yaml)": [],
+    "sdpa attention": ["--attn_implementation", "sdpa"],
+    "packing": ["--packing", "true"],
+}
+
+
+def sft_settings(rounds: int = 2, steps: int = 6, warmup: int = 2, variants: dict | None = None) -> dict:
+    """Conversations trained per second by the tiny SFT recipe under each variant (packing puts several
+    conversations in a row, so it is compared per conversation, not per step)."""
+    from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer
+
+    from deepdive.chat import load_chat_model
+    from deepdive.configs import SFTArguments, parse_recipe
+    from deepdive.optim import build_optimizer
+    from deepdive.tasks import build_mixture
+
+    pre_args, pre_training_args = parse_tiny()
+    tokenizer, _ = tokenizer_and_corpus(pre_args.vocab_size)
+    model_dir = tempfile.mkdtemp(prefix="deepdive-bench-base-")  # an untrained tiny model: speed only
+    tiny_model(pre_args, pre_training_args, tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    def run(overrides: list[str]) -> tuple[list[float], float]:
+        _, args, training_args, model_args = parse_recipe(
+            (ScriptArguments, SFTArguments, SFTConfig, ModelConfig),
+            ["--config", "recipes/tiny/sft.yaml", "--model_name_or_path", model_dir, "--output_dir",
+             tempfile.mkdtemp(), "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
+             "--max_steps", str(warmup + steps), "--num_train_examples", "2000", *overrides],
+        )  # fmt: skip
+        model, chat_tokenizer = load_chat_model(model_args)
+        data = build_mixture(
+            dict(zip(args.tasks, args.task_weights, strict=True)), args.num_train_examples, "train", 0
+        )
+        timer = StepTimer()
+        trainer = SFTTrainer(
+            model=model, args=training_args, train_dataset=data.select_columns(["messages"]),
+            processing_class=chat_tokenizer, optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
+            callbacks=[timer],
+        )  # fmt: skip
+        conversations_per_step = (
+            args.num_train_examples / len(trainer.train_dataset) * training_args.per_device_train_batch_size
+        )
+        trainer.train()
+        return timer.times[warmup:], conversations_per_step
+
+    variants = variants or SFT_VARIANTS
+    times, per_step = {name: [] for name in variants}, {}
+    for _ in range(rounds):
+        for name, overrides in variants.items():
+            step_times, per_step[name] = run(overrides)
+            times[name] += step_times
+    rows, record = [], {}
+    for name, step_times in times.items():
+        step = statistics.median(step_times)
+        record[name] = {"step_seconds": step, "conversations_per_step": per_step[name],
+                        "conversations_per_second": per_step[name] / step}  # fmt: skip
+        rows.append([name, step, per_step[name], per_step[name] / step])
+    print_table(
+        "SFT settings (tiny recipe, batch 32 rows of up to 256 tokens)",
+        ["setting", "median step (s)", "conversations/step", "conversations/s"],
+        rows,
+    )
+    return record
+
+
+def main(quick: bool = False) -> dict:
+    if quick:
+        result = {"pretraining": pretraining_step_settings(1, 1, 1), "sft": sft_settings(1, 1, 1)}
+    else:
+        result = {"pretraining": pretraining_step_settings(), "sft": sft_settings()}
+    write_result("settings", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

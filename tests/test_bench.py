@@ -1,0 +1,55 @@
+"""The benchmarks run and record what they claim (their figures come from `make bench`, never from tests)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from bench.common import Side, alternate, flops_per_token
+
+
+def test_alternate_warms_up_then_interleaves_the_sides():
+    calls = []
+
+    def side(name):
+        def run(steps):
+            calls.append((name, steps))
+            return [float(len(calls))] * steps
+
+        return Side(name, run)
+
+    a, b = alternate([side("a"), side("b")], rounds=2, steps=3, warmup=1)
+    assert calls == [("a", 1), ("b", 1), ("a", 3), ("b", 3), ("a", 3), ("b", 3)]
+    assert a.times == [3.0] * 3 + [5.0] * 3  # warm-up steps are not timed
+    assert a.median == 4.0
+
+
+def test_flops_per_token_counts_weights_and_attention():
+    # 6 per weight + 12 x layers x hidden x seq_len
+    assert flops_per_token(1_000_000, layers=4, hidden=192, seq_len=256) == 6_000_000 + 12 * 4 * 192 * 256
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_write_their_results(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "trainer_overhead", "data_prep", "grpo_rollouts"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "DEEPDIVE_BENCH_RESULTS": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    overhead = json.loads((tmp_path / "trainer_overhead.json").read_text())
+    assert overhead["ratio"] == pytest.approx(overhead["bare_step_seconds"] / overhead["deepdive_step_seconds"])
+    assert overhead["deepdive_tokens_per_second"] > 0 and overhead["machine"]["threads"] >= 1
+    data = json.loads((tmp_path / "data_prep.json").read_text())
+    assert data["cached rebuild"]["seconds"] < data["1 process"]["seconds"]
+    rollouts = json.loads((tmp_path / "grpo_rollouts.json").read_text())
+    default = rollouts["default"]
+    assert 0 < default["generation_seconds_per_step"] < default["step_seconds"]
+    assert default["replies_per_second"] > 0
+    assert "| deepdive (recipe -> Trainer -> accelerate) |" in result.stdout
