@@ -15,6 +15,7 @@ from transformers import TrainerCallback
 from bench.common import load_recipe_script, print_table, timed_steps, write_result
 from bench.tiny import BareLoop, parse_tiny, tiny_model, tokenizer_and_corpus, train_blocks
 from deepdive.data import packed_dataset, tokenize_documents
+from deepdive.training import global_batch
 
 
 class AlternateWithBareLoop(TrainerCallback):
@@ -56,7 +57,7 @@ def main(rounds: int = 6, steps: int = 10, warmup: int = 5, *overrides: str) -> 
     trainer.evaluate()
     eval_seconds = time.perf_counter() - started
 
-    tokens = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * args.seq_len
+    tokens = global_batch(training_args) * args.seq_len
     deepdive_step, bare_step = statistics.median(timer.trainer_times), statistics.median(timer.bare_times)
     recipe_eval_steps = 190  # recipes/tiny/pretrain.yaml
     result = {

@@ -34,6 +34,7 @@ from deepdive.training import (
     collate_blocks,
     default_generation_config,
     finish_run,
+    global_batch,
     save_model,
     start_run,
     sum_token_nll,
@@ -126,7 +127,7 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
     # Save: model + tokenizer + generation config + metrics, in plain Hugging Face format
     model.generation_config = default_generation_config(tokenizer)
     save_model(trainer, output_dir)
-    train_tokens = train_result.global_step * _tokens_per_step(training_args, args.seq_len)
+    train_tokens = train_result.global_step * global_batch(training_args) * args.seq_len
     metrics = {
         "stage": "pretrain",
         "val_bits_per_byte": final["bits_per_byte"],
@@ -163,15 +164,6 @@ def build_trainer(args, training_args, model, tokenizer, train_blocks, eval_bloc
             *callbacks,
         ],
         optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
-    )
-
-
-def _tokens_per_step(training_args: TrainingArguments, seq_len: int) -> int:
-    return (
-        training_args.per_device_train_batch_size
-        * training_args.gradient_accumulation_steps
-        * training_args.world_size
-        * seq_len
     )
 
 

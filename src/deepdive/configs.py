@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from trl import TrlParser
 
@@ -109,7 +110,7 @@ def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple
     """Parse `--config <yaml>` plus command-line overrides into instances of `dataclass_types`, and fit the
     recipe's global batch to the processes it was launched with."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and not _has_gpu():  # torchrun on a machine without GPUs: the processes join over gloo
+    if launched > 1 and not torch.cuda.is_available():  # torchrun without GPUs: the processes join over gloo
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     parser = TrlParser(dataclass_types)
     args = list(sys.argv[1:] if args is None else args)
@@ -140,12 +141,6 @@ def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple
         logging.getLogger("deepdive").setLevel(logging.WARNING)
     fit_global_batch(training_args, recipe_args.global_batch_size)
     return tuple(parsed)
-
-
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def fit_global_batch(training_args, global_batch_size: int | None) -> None:

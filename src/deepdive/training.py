@@ -148,6 +148,15 @@ def hub_target(training_args) -> str | None:
     return repo_id
 
 
+def global_batch(training_args) -> int:
+    """Sequences per optimizer step over all processes."""
+    return (
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * training_args.world_size
+    )
+
+
 def save_model(trainer, output_dir) -> None:
     """Save the finished model as one plain Hugging Face folder. Under FSDP, whose checkpoints are saved
     sharded, the full state dict is gathered for this last save."""
@@ -184,12 +193,11 @@ def finish_run(trainer, run: Run, metrics: dict) -> dict:
     from deepdive.configs import save_recipe
     from deepdive.distributed import check_replicas, holds_replicas
 
-    args = trainer.args
     metrics.update(
         wall_seconds=time.time() - run.started,
         hardware=hardware(),
-        processes=args.world_size,
-        global_batch_size=args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        processes=trainer.args.world_size,
+        global_batch_size=global_batch(trainer.args),
     )
     if holds_replicas():
         metrics["replicas_identical"] = check_replicas(trainer.model)
