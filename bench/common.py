@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +61,19 @@ def timed_steps(step, steps: int) -> list[float]:
         step()
         times.append(time.perf_counter() - started)
     return times
+
+
+class StepTimer(TrainerCallback):
+    """A Trainer callback recording the seconds of each optimizer step."""
+
+    def __init__(self):
+        self.step_times, self._started = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_times.append(time.perf_counter() - self._started)
 
 
 def machine() -> dict:

@@ -11,9 +11,8 @@ import statistics
 import tempfile
 import time
 
-from transformers import TrainerCallback
-
-from bench.common import REPO, print_table, write_result
+from bench.common import REPO, StepTimer, load_recipe_script, print_table, write_result
+from bench.tiny import untrained_chat_model_dir
 
 
 SFT_MODEL = REPO / "runs" / "tiny" / "sft"
@@ -27,13 +26,13 @@ VARIANTS = {
 }
 
 
-class GenerationTimer(TrainerCallback):
+class GenerationTimer(StepTimer):
     """Seconds of each optimizer step and of the generation inside it (TRL's `_generate`), replies and
     tokens generated."""
 
     def __init__(self, trainer):
-        self.step_times, self.generation_times, self.replies, self.tokens = [], [], 0, 0
-        self._generation, self._started = 0.0, None
+        super().__init__()
+        self.generation_times, self.replies, self.tokens, self._generation = [], 0, 0, 0.0
         generate = trainer._generate
 
         def timed_generate(prompts):
@@ -48,33 +47,24 @@ class GenerationTimer(TrainerCallback):
         trainer._generate = timed_generate
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._started, self._generation = time.perf_counter(), 0.0
+        super().on_step_begin(args, state, control, **kwargs)
+        self._generation = 0.0
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.step_times.append(time.perf_counter() - self._started)
+        super().on_step_end(args, state, control, **kwargs)
         self.generation_times.append(self._generation)
 
 
 def chat_model_dir() -> str:
-    if (SFT_MODEL / "model.safetensors").is_file():
-        return str(SFT_MODEL)
-    from bench.tiny import parse_tiny, tiny_model, tokenizer_and_corpus
-    from deepdive.chat import add_chat_template
-
-    args, training_args = parse_tiny()
-    tokenizer, _ = tokenizer_and_corpus(args.vocab_size)
-    folder = tempfile.mkdtemp(prefix="deepdive-bench-chat-")
-    tiny_model(args, training_args, tokenizer).save_pretrained(folder)
-    add_chat_template(tokenizer).save_pretrained(folder)
-    return folder
+    """runs/tiny/sft when it exists (its replies have realistic lengths), else an untrained tiny chat model."""
+    return str(SFT_MODEL) if (SFT_MODEL / "model.safetensors").is_file() else untrained_chat_model_dir()
 
 
 def run_variant(model_dir: str, overrides: list[str], steps: int) -> GenerationTimer:
-    from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments
+    from trl import GRPOConfig, ModelConfig, ScriptArguments
 
     from deepdive.chat import load_chat_model
     from deepdive.configs import GRPOArguments, parse_recipe
-    from deepdive.optim import build_optimizer
     from deepdive.rewards import get_reward_funcs
     from deepdive.tasks import build_mixture
 
@@ -86,11 +76,10 @@ def run_variant(model_dir: str, overrides: list[str], steps: int) -> GenerationT
     )  # fmt: skip
     model, tokenizer = load_chat_model(model_args)
     data = build_mixture(dict.fromkeys(args.tasks, 1.0), args.num_train_prompts, "train", training_args.seed)
-    trainer = GRPOTrainer(
-        model=model, reward_funcs=get_reward_funcs(args.reward_funcs, training_args.reward_weights),
-        args=training_args, train_dataset=data.select_columns(["prompt", "task", "answer"]),
-        processing_class=tokenizer, optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
-    )  # fmt: skip
+    rewards = get_reward_funcs(args.reward_funcs, training_args.reward_weights)
+    trainer = load_recipe_script("grpo").build_trainer(
+        args, training_args, model_args, model, tokenizer, rewards, data.select_columns(["prompt", "task", "answer"])
+    )
     timer = GenerationTimer(trainer)
     trainer.add_callback(timer)
     trainer.train()

@@ -6,13 +6,21 @@ Model-FLOPs throughput is reported as a share of the machine's measured bf16 mat
 
 import statistics
 import tempfile
-import time
 
 import torch
-from transformers import TrainerCallback
 
-from bench.common import Side, alternate, flops_per_token, matmul_peak, print_table, timed_steps, write_result
-from bench.tiny import BareLoop, parse_tiny, tiny_model, tokenizer_and_corpus, train_blocks
+from bench.common import (
+    Side,
+    StepTimer,
+    alternate,
+    flops_per_token,
+    load_recipe_script,
+    matmul_peak,
+    print_table,
+    timed_steps,
+    write_result,
+)
+from bench.tiny import BareLoop, parse_tiny, tiny_model, train_blocks, untrained_chat_model_dir
 from deepdive.modeling import count_parameters
 
 
@@ -69,17 +77,6 @@ def pretraining_step_settings(rounds: int = 4, steps: int = 6, warmup: int = 4) 
     return {"variants": record, "bf16_matmul_peak_flops": peak, "flops_per_token": flops, "tokens_per_step": tokens}
 
 
-class StepTimer(TrainerCallback):
-    def __init__(self):
-        self.times, self.last = [], None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.last = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self.last)
-
-
 SFT_VARIANTS = {
     "default (recipes/tiny/sft.yaml)": [],
     "sdpa attention": ["--attn_implementation", "sdpa"],
@@ -90,18 +87,14 @@ SFT_VARIANTS = {
 def sft_settings(rounds: int = 2, steps: int = 6, warmup: int = 2, variants: dict | None = None) -> dict:
     """Conversations trained per second by the tiny SFT recipe under each variant (packing puts several
     conversations in a row, so it is compared per conversation, not per step)."""
-    from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer
+    from trl import ModelConfig, ScriptArguments, SFTConfig
 
     from deepdive.chat import load_chat_model
     from deepdive.configs import SFTArguments, parse_recipe
-    from deepdive.optim import build_optimizer
     from deepdive.tasks import build_mixture
 
-    pre_args, pre_training_args = parse_tiny()
-    tokenizer, _ = tokenizer_and_corpus(pre_args.vocab_size)
-    model_dir = tempfile.mkdtemp(prefix="deepdive-bench-base-")  # an untrained tiny model: speed only
-    tiny_model(pre_args, pre_training_args, tokenizer).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = untrained_chat_model_dir()
+    sft = load_recipe_script("sft")
 
     def run(overrides: list[str]) -> tuple[list[float], float]:
         _, args, training_args, model_args = parse_recipe(
@@ -110,21 +103,17 @@ def sft_settings(rounds: int = 2, steps: int = 6, warmup: int = 2, variants: dic
              tempfile.mkdtemp(), "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
              "--max_steps", str(warmup + steps), "--num_train_examples", "2000", *overrides],
         )  # fmt: skip
-        model, chat_tokenizer = load_chat_model(model_args)
+        model, tokenizer = load_chat_model(model_args)
         data = build_mixture(
             dict(zip(args.tasks, args.task_weights, strict=True)), args.num_train_examples, "train", 0
         )
         timer = StepTimer()
-        trainer = SFTTrainer(
-            model=model, args=training_args, train_dataset=data.select_columns(["messages"]),
-            processing_class=chat_tokenizer, optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
-            callbacks=[timer],
-        )  # fmt: skip
-        conversations_per_step = (
-            args.num_train_examples / len(trainer.train_dataset) * training_args.per_device_train_batch_size
+        trainer = sft.build_trainer(
+            args, training_args, model_args, model, tokenizer, data.select_columns(["messages"]), [timer]
         )
+        rows = len(trainer.train_dataset)  # fewer than conversations when packed
         trainer.train()
-        return timer.times[warmup:], conversations_per_step
+        return timer.step_times[warmup:], args.num_train_examples / rows * training_args.per_device_train_batch_size
 
     variants = variants or SFT_VARIANTS
     times, per_step = {name: [] for name in variants}, {}

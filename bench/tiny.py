@@ -56,6 +56,19 @@ def tiny_model(args, training_args, tokenizer, **shape):
     return build_model(build_llama_config(tokenizer, **fields), seed=training_args.seed)
 
 
+def untrained_chat_model_dir() -> str:
+    """A folder with an untrained tiny model and its tokenizer with the chat template: what the SFT and GRPO
+    benchmarks load when speed, not quality, is measured."""
+    from deepdive.chat import add_chat_template
+
+    args, training_args = parse_tiny()
+    tokenizer, _ = tokenizer_and_corpus(args.vocab_size)
+    folder = tempfile.mkdtemp(prefix="deepdive-bench-model-")
+    tiny_model(args, training_args, tokenizer).save_pretrained(folder)
+    add_chat_template(tokenizer).save_pretrained(folder)
+    return folder
+
+
 class BareLoop:
     """A hand-written PyTorch training loop with the recipe's settings: the same model, optimizer (Muon +
     AdamW), schedule, bf16 autocast, torch.compile, gradient clipping, batch and data order source."""

@@ -54,16 +54,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
         metrics.update({f"before_{key}": value for key, value in evaluate().items()})
 
     # Train: sample groups of replies, reward them, push towards the better ones
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
-        callbacks=[NonFiniteGuard()],
-    )
+    trainer = build_trainer(args, training_args, model_args, model, tokenizer, reward_funcs, train_dataset)
     train_started = time.time()
     train_result = trainer.train(resume_from_checkpoint=run.resume_from)
     metrics.update(train_loss=train_result.training_loss, train_seconds=time.time() - train_started)
@@ -78,6 +69,22 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
     finish_run(trainer, run, metrics)
     logger.info("metrics: %s", {k: v for k, v in metrics.items() if k != "reward_curve"})
     return metrics
+
+
+def build_trainer(
+    args, training_args, model_args, model, tokenizer, reward_funcs, train_dataset, callbacks=()
+) -> GRPOTrainer:
+    """The GRPO trainer: the recipe's optimizer, LoRA when asked, the NaN guard (`bench/` times this one)."""
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
+        callbacks=[NonFiniteGuard(), *callbacks],
+    )
 
 
 if __name__ == "__main__":

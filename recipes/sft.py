@@ -58,15 +58,7 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
         )
 
     # Train: only assistant tokens (and their <|im_end|>) carry loss
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
-        callbacks=[NonFiniteGuard()],
-    )
+    trainer = build_trainer(args, training_args, model_args, model, tokenizer, train_dataset)
     train_started = time.time()
     train_result = trainer.train(resume_from_checkpoint=run.resume_from)
     train_seconds = time.time() - train_started
@@ -90,6 +82,19 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
     finish_run(trainer, run, metrics)
     logger.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
     return metrics
+
+
+def build_trainer(args, training_args, model_args, model, tokenizer, train_dataset, callbacks=()) -> SFTTrainer:
+    """The SFT trainer: the recipe's optimizer, LoRA when asked, the NaN guard (`bench/` times this one)."""
+    return SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
+        callbacks=[NonFiniteGuard(), *callbacks],
+    )
 
 
 if __name__ == "__main__":
