@@ -53,6 +53,14 @@ def computed_once(build):
     return result[0]
 
 
+def end_processes() -> None:
+    """Once every process has finished its part, close the process group: left open, its communication
+    threads can abort a process as Python exits, failing a run that had succeeded."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        PartialState().wait_for_everyone()
+        torch.distributed.destroy_process_group()
+
+
 def parameter_fingerprints(model) -> torch.Tensor:
     """Per parameter, the float64 sum and sum of absolute values, flattened: equal weights, equal vectors."""
     sums = [torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()]) for p in model.parameters()]

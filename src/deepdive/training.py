@@ -188,10 +188,10 @@ def start_run(training_args, overwrite: bool = False) -> Run:
 def finish_run(trainer, run: Run, metrics: dict) -> dict:
     """Record a finished run beside its model: metrics.json (with wall-clock and hardware), the Trainer's log
     history (trainer_state.json), the recipe as run (recipe.yaml) and the model card (README.md); then push
-    the folder if the recipe asked."""
+    the folder if the recipe asked; last, close the processes' group."""
     from deepdive.cards import write_model_card
     from deepdive.configs import save_recipe
-    from deepdive.distributed import check_replicas, holds_replicas
+    from deepdive.distributed import check_replicas, end_processes, holds_replicas
 
     metrics.update(
         wall_seconds=time.time() - run.started,
@@ -210,6 +210,7 @@ def finish_run(trainer, run: Run, metrics: dict) -> dict:
             from deepdive.hub import push_folder
 
             metrics["hub_commit_url"] = push_folder(run.output_dir, run.push_to, trainer.args.hub_private_repo)
+    end_processes()
     return metrics
 
 
