@@ -6,8 +6,11 @@ import pytest
 from deepdive.data import build_shakespeare, read_data_card
 from deepdive.errors import DataError
 from deepdive.tasks import TASKS, build_mixture, get_task, shares_of
-from deepdive.tasks.arithmetic import worked_addition, worked_subtraction
-from deepdive.tasks.common import final_answer
+from deepdive.tasks.arithmetic import OPENINGS, worked_addition, worked_subtraction
+from deepdive.tasks.arithmetic import PHRASINGS as ARITHMETIC_PHRASINGS
+from deepdive.tasks.common import final_answer, phrasings_of
+from deepdive.tasks.shakespeare import PHRASINGS as SHAKESPEARE_PHRASINGS
+from deepdive.tasks.spelling import PHRASINGS as SPELLING_PHRASINGS
 
 
 NAMES = sorted(TASKS)
@@ -149,13 +152,54 @@ def test_arithmetic_works_column_by_column_and_is_right():
         "1-1-7: borrow, 10-7=3, write 3 borrow 1",
         "5-1-0=4, write 4",
     ]
-    for example in generated("arithmetic")[1]:
-        a, op, b = re.match(r"(\d+) ([+-]) (\d+)\n", reply(example)).groups()
-        assert a in question(example) and b in question(example)
-        assert 10 <= int(a) <= 999 and 10 <= int(b) <= 999
-        assert int(example["answer"]) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
-        assert reply(example).splitlines()[-1] == f"Answer: {example['answer']}"
-    assert {reply(example).split()[1] for example in generated("arithmetic")[1]} == {"+", "-"}
+    for name in ("arithmetic", "long_arithmetic"):
+        lengths = set()
+        for example in generated(name)[1]:
+            a, op, b = re.match(r"(\d+) ([+-]) (\d+)\n", reply(example)).groups()
+            assert a in question(example) and b in question(example)
+            lengths |= {len(a), len(b)}
+            assert int(example["answer"]) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
+            assert reply(example).splitlines()[-1] == f"Answer: {example['answer']}"
+        assert lengths == set(TASKS[name].digit_weights)
+        assert {reply(example).split()[1] for example in generated(name)[1]} == {"+", "-"}
+
+
+def arithmetic_phrasing_of(example: dict) -> str:
+    """The phrasing that, with an opening and the reply's operands, gives the question (case aside)."""
+    a, op, b = re.match(r"(\d+) ([+-]) (\d+)\n", reply(example)).groups()
+    asked = question(example).lower()
+    (phrasing,) = {
+        phrasing
+        for phrasing in ARITHMETIC_PHRASINGS[op]
+        for opening in OPENINGS
+        if (opening + phrasing.format(a=a, b=b)).lower() == asked
+    }
+    return phrasing
+
+
+def test_arithmetic_test_split_asks_only_in_phrasings_held_out_of_training():
+    train, test = generated("arithmetic")
+    train_phrasings = {arithmetic_phrasing_of(example) for example in train}
+    test_phrasings = {arithmetic_phrasing_of(example) for example in test}
+    assert not train_phrasings & test_phrasings
+    held_out = {p for op in "+-" for p in phrasings_of("arithmetic", ARITHMETIC_PHRASINGS[op], "test")}
+    assert test_phrasings <= held_out and len(test_phrasings) >= 30
+    assert len(train_phrasings) >= 150
+
+
+def test_long_arithmetic_asks_both_splits_in_training_phrasings_only():
+    """RL's held-out problems come from the distribution it practises on, and SFT's held-out wording stays unseen."""
+    train, test = generated("long_arithmetic")
+    trained = {p for op in "+-" for p in phrasings_of("arithmetic", ARITHMETIC_PHRASINGS[op], "train")}
+    assert {arithmetic_phrasing_of(example) for example in train + test} <= trained
+    assert len({arithmetic_phrasing_of(example) for example in test}) >= 100
+
+
+def test_arithmetic_variants_share_one_split():
+    """A problem held out of SFT's arithmetic is never practised by RL on longer problems, and back."""
+    test_keys = {TASKS["arithmetic"].split_key(example) for example in generated("arithmetic")[1]}
+    long_train = TASKS["long_arithmetic"].examples("train", 3000, seed=0)
+    assert not test_keys & {TASKS["long_arithmetic"].split_key(example) for example in long_train}
 
 
 def test_final_answer_reads_the_last_answer_line():
@@ -253,14 +297,76 @@ def test_shakespeare_checker_for_unknown_characters():
     assert not shakespeare.has_final_answer("Macbeth or Othello.")
 
 
+# --- phrasings: test questions are worded in ways never trained on ----------------------------------------
+
+PHRASINGS = {"spelling": SPELLING_PHRASINGS, "shakespeare": SHAKESPEARE_PHRASINGS}
+KEY_FIELD = {"spelling": "word", "shakespeare": "name"}
+
+
+def fillers_from_reply(name: str, example: dict) -> dict[str, str]:
+    """What was put into the phrasing's placeholders, read from the reply rather than the question."""
+    if name == "spelling":
+        spelled, counted, _ = reply(example).splitlines()
+        return {"word": spelled.replace("-", ""), "letter": re.match(r"Count ([a-z]):", counted).group(1)}
+    known = re.fullmatch(r"(.+) appears in .+\.", reply(example))
+    unknown = re.fullmatch(r"I don't know of a character named (.+) in Shakespeare's plays\.", reply(example))
+    return {"name": (known or unknown).group(1)}
+
+
+def phrasing_of(name: str, example: dict) -> str:
+    """The one phrasing that, filled in with the reply's word and letter (or name), gives the question."""
+    fillers = fillers_from_reply(name, example)
+    (phrasing,) = [phrasing for phrasing in PHRASINGS[name] if phrasing.format(**fillers) == question(example)]
+    return phrasing
+
+
+@pytest.mark.parametrize("name", ["spelling", "shakespeare"])
+def test_test_split_asks_only_in_phrasings_held_out_of_training(name):
+    assert len(set(PHRASINGS[name])) == len(PHRASINGS[name]) >= 25
+    train, test = generated(name)
+    train_phrasings = {phrasing_of(name, example) for example in train}
+    test_phrasings = {phrasing_of(name, example) for example in test}
+    assert not train_phrasings & test_phrasings
+    assert test_phrasings == set(phrasings_of(name, PHRASINGS[name], "test")) and len(test_phrasings) >= 3
+    assert train_phrasings <= set(phrasings_of(name, PHRASINGS[name], "train")) and len(train_phrasings) >= 20
+
+
+@pytest.mark.parametrize("name", ["spelling", "shakespeare"])
+def test_split_key_recovers_the_key_from_every_phrasing(name):
+    task = TASKS[name]
+    train, test = generated(name)
+    for example in train + test:
+        assert task.split_key(example) == fillers_from_reply(name, example)[KEY_FIELD[name]], question(example)
+    # every phrasing, also the rarely drawn ones, with keys that could be mistaken for the phrasing's words
+    keys = {
+        "spelling": ["strawberry", "letter", "count", "many"],
+        "shakespeare": ["Antipholus of Ephesus", "Romeo", "Which"],
+    }
+    for phrasing in PHRASINGS[name]:
+        for key in keys[name]:
+            asked = {"prompt": [{"role": "user", "content": phrasing.format(**{KEY_FIELD[name]: key, "letter": "s"})}]}
+            assert task.split_key(asked) == key, phrasing
+
+
+def test_spelling_asks_with_and_without_quotes_in_both_splits():
+    for examples in generated("spelling"):
+        words = [fillers_from_reply("spelling", example)["word"] for example in examples]
+        quoted = {
+            f"'{word}'" in question(example) or f'"{word}"' in question(example)
+            for word, example in zip(words, examples, strict=True)
+        }
+        assert quoted == {True, False}
+
+
 # --- registry and mixture --------------------------------------------------------------------------------
 
 
 def test_registry_looks_tasks_up_by_name():
-    assert NAMES == ["arithmetic", "identity", "shakespeare", "spelling"]
+    assert NAMES == ["arithmetic", "identity", "long_arithmetic", "shakespeare", "spelling"]
     assert all(get_task(name).name == name for name in NAMES)
     with pytest.raises(
-        DataError, match=r"^unknown task 'x'; valid tasks: arithmetic, identity, shakespeare, spelling$"
+        DataError,
+        match=r"^unknown task 'x'; valid tasks: arithmetic, identity, long_arithmetic, shakespeare, spelling$",
     ):
         get_task("x")
 
@@ -283,7 +389,10 @@ def test_shares_use_largest_remainders_and_give_every_weighted_task_one():
     ("weights", "message"),
     [
         ({}, "none given"),
-        ({"poetry": 1.0}, "unknown task 'poetry'; valid tasks: arithmetic, identity, shakespeare, spelling"),
+        (
+            {"poetry": 1.0},
+            "unknown task 'poetry'; valid tasks: arithmetic, identity, long_arithmetic, shakespeare, spelling",
+        ),
         ({"arithmetic": -1.0}, "'arithmetic' has weight -1.0; a weight must be a finite number >= 0"),
         ({"arithmetic": "heavy"}, "'arithmetic' has weight 'heavy'"),
         ({"arithmetic": 0, "identity": 0.0}, "all weights are zero"),

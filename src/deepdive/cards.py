@@ -13,6 +13,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from deepdive.data import DATA_CARDS_DIR
+from deepdive.tasks import TASKS
 from deepdive.training import read_record
 
 
@@ -25,13 +26,8 @@ STAGES = {
         "an assistant that practised on checkable problems",
     ),
 }
-TASK_CARDS = {
-    "arithmetic": "arithmetic",
-    "identity": "identity",
-    "spelling": "spelling",
-    "shakespeare": "shakespeare_qa",
-}
-DEFAULT_TASKS = {"sft": ["identity", "arithmetic", "spelling", "shakespeare"], "grpo": ["arithmetic"]}
+TASK_CARDS = {name: task.card for name, task in TASKS.items()}
+DEFAULT_TASKS = {"sft": ["identity", "arithmetic", "spelling", "shakespeare"], "grpo": ["long_arithmetic"]}
 LICENSE = "apache-2.0"
 
 

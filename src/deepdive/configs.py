@@ -271,7 +271,8 @@ class GRPOArguments(RecipeArguments):
 
     # Data
     tasks: list[str] = field(
-        default_factory=lambda: ["arithmetic"], metadata={"help": "Task families whose problems are practised."}
+        default_factory=lambda: ["long_arithmetic"],
+        metadata={"help": "Task families whose problems are practised."},
     )
     num_train_prompts: int = field(default=4000, metadata={"help": "Problems generated for practice."})
     # Rewards

@@ -42,6 +42,7 @@ ROWS = [
     ("val bits per byte", "val_bits_per_byte", lambda value: f"{value:.3f}"),
     ("identity accuracy", "identity_accuracy", _share),
     ("arithmetic accuracy (greedy = pass@1)", "arithmetic_accuracy", _share),
+    ("long arithmetic accuracy (RL's problems)", "long_arithmetic_accuracy", _share),
     ("spelling accuracy", "spelling_accuracy", _share),
     ("shakespeare accuracy", "shakespeare_accuracy", _share),
     ("replies that stop", "stop_rate", _share),
@@ -219,11 +220,12 @@ def write_report(run_dir: str | Path, side_by_side: bool = True) -> Path:
         f"excluded), {_duration(evaluating)} in `deepdive eval`.",
         "",
     ]
-    if "grpo" in records and "before_arithmetic_accuracy" in records["grpo"]:
-        grpo = records["grpo"]
+    grpo = records.get("grpo", {})
+    for key in sorted(key for key in grpo if key.startswith("before_") and key.endswith("_accuracy")):
+        task = key.removeprefix("before_").removesuffix("_accuracy")
         lines += [
-            f"RL on arithmetic, greedy accuracy on {grpo.get('before_test_prompts', '?')} held-out problems: "
-            f"{grpo['before_arithmetic_accuracy']:.1%} before, {grpo['after_arithmetic_accuracy']:.1%} after.",
+            f"RL on {task}, greedy accuracy on {grpo.get('before_test_prompts', '?')} held-out problems: "
+            f"{grpo[key]:.1%} before, {grpo[f'after_{task}_accuracy']:.1%} after.",
             "",
         ]
     lines += ["## Training curves", ""]

@@ -21,7 +21,16 @@ from deepdive.tasks.shakespeare import ShakespeareQA
 from deepdive.tasks.spelling import Spelling
 
 
-TASKS: dict[str, object] = {task.name: task for task in (Arithmetic(), Identity(), ShakespeareQA(), Spelling())}
+TASKS: dict[str, object] = {
+    task.name: task
+    for task in (
+        Arithmetic("arithmetic", {2: 0.45, 3: 0.45, 4: 0.1}),
+        Arithmetic("long_arithmetic", {3: 0.5, 4: 0.5}, held_out_phrasings=False),
+        Identity(),
+        ShakespeareQA(),
+        Spelling(),
+    )
+}
 
 
 def check_task_names(names: list[str]) -> None:

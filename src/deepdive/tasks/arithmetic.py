@@ -11,30 +11,87 @@ import random
 import re
 from itertools import zip_longest
 
-from deepdive.tasks.common import IntegerAnswer, check_split, check_supply, conversation, split_of
+from deepdive.tasks.common import IntegerAnswer, check_split, check_supply, conversation, phrasings_of, split_of
 
 
-PHRASINGS = {
+# What a person might type. A question is a lead ("What is", "Work out", ...) around an expression of the
+# operation ("{a} + {b}", "the difference between {a} and {b}", ...), or a sentence of its own. Every lead
+# goes with both operations, so the words that say add or subtract are the expression's, never the lead's.
+# The reply always restates the problem as `a + b` or `a - b`, so every wording maps to one worked solution.
+EXPRESSIONS = {
+    "+": {
+        "symbols": ["{a} + {b}", "{a}+{b}"],
+        "words": [
+            "{a} plus {b}",
+            "the sum of {a} and {b}",
+            "the total of {a} and {b}",
+            "{a} and {b} added together",
+            "{b} added to {a}",
+            "{a} increased by {b}",
+        ],
+    },
+    "-": {
+        "symbols": ["{a} - {b}", "{a}-{b}"],
+        "words": [
+            "{a} minus {b}",
+            "the difference between {a} and {b}",
+            "{b} subtracted from {a}",
+            "{a} take away {b}",
+            "{a} decreased by {b}",
+            "{a} less {b}",
+        ],
+    },
+}
+ASKING = ["What is {x}?", "What's {x}?", "How much is {x}?", "Do you know {x}?", "What do you get for {x}?"]
+TELLING = ["Compute {x}.", "Calculate {x}.", "Work out {x}.", "Find {x}.", "Evaluate {x}.", "Solve {x}.",
+           "Figure out {x}.", "Give me {x}.", "Please compute {x}.", "Tell me {x}."]  # fmt: skip
+BARE = ["{x}", "{x} = ?", "{x}=?", "{x} equals what?"]  # only with symbols: "the sum of 3 and 4 = ?" is no question
+SENTENCES = {
     "+": [
-        "What is {a} + {b}?",
-        "Compute {a} + {b}.",
-        "What's {a} plus {b}?",
         "Add {a} and {b}.",
-        "{a} + {b} = ?",
-        "Please work out {a} + {b}.",
-        "What is the sum of {a} and {b}?",
+        "Add {b} to {a}.",
+        "Sum {a} and {b}.",
+        "Increase {a} by {b}.",
+        "What do you get when you add {a} and {b}?",
+        "What number is {b} more than {a}?",
+        "Can you add {a} and {b} for me?",
+        "I have {a} apples and get {b} more. How many apples do I have?",
+        "A shelf holds {a} books and {b} more arrive. How many books are there now?",
+        "If you put {a} and {b} together, how many is that?",
+        "Start at {a} and count on {b}. Where do you end?",
+        "{a} people came in the morning and {b} in the afternoon. How many came in all?",
     ],
     "-": [
-        "What is {a} - {b}?",
-        "Compute {a} - {b}.",
-        "What's {a} minus {b}?",
         "Subtract {b} from {a}.",
-        "{a} - {b} = ?",
-        "Please work out {a} - {b}.",
-        "Take {b} away from {a}. What is left?",
+        "Take {b} away from {a}.",
+        "Take {b} from {a}.",
+        "Decrease {a} by {b}.",
+        "What do you get when you subtract {b} from {a}?",
+        "What number is {b} less than {a}?",
+        "How much more is {a} than {b}?",
+        "Can you subtract {b} from {a} for me?",
+        "I have {a} coins and spend {b}. How many coins are left?",
+        "A tank holds {a} litres and {b} are drained. How many litres remain?",
+        "By how much does {a} exceed {b}?",
+        "{a} people came and {b} left. How many stayed?",
     ],
 }
-# About 981,000 distinct problems, 147,000 of them in test: this cap keeps sampling without repeats quick.
+
+
+def all_phrasings(op: str) -> list[str]:
+    """Every phrasing of one operation: each lead with each expression, then the sentences."""
+    expressions = EXPRESSIONS[op]
+    led = [lead.format(x=x) for lead in ASKING + TELLING for x in expressions["symbols"] + expressions["words"]]
+    bare = [form.format(x=x) for form in BARE for x in expressions["symbols"]]
+    return led + bare + SENTENCES[op]
+
+
+# About 15% of each operation's phrasings never reach training (`phrasings_of`): the test split asks only those.
+PHRASINGS = {op: all_phrasings(op) for op in EXPRESSIONS}
+
+# Openings and case a question may come in, crossed with every phrasing above.
+OPENINGS = ("", "", "", "Hi! ", "Quick question: ", "Hey, ", "Math time. ", "Help me with this: ")
+# One call samples at most this many problems without repeats, which keeps rejection sampling quick.
 MAX_EXAMPLES = 100_000
 
 
@@ -75,33 +132,57 @@ def problem_key(a: int, op: str, b: int) -> str:
 PROBLEM = re.compile(r"(\d+) ([+-]) (\d+)")  # the restated problem on a reply's first line
 
 
-def random_operand(rng: random.Random) -> int:
-    digits = rng.choice((2, 3))
-    return rng.randrange(10 ** (digits - 1), 10**digits)
+def ask(rng: random.Random, phrasings: list[str], a: int, b: int) -> str:
+    """One question: a phrasing of the split, an opening, and now and then all in lower case."""
+    opening, question = rng.choice(OPENINGS), rng.choice(phrasings).format(a=a, b=b)
+    if opening.endswith(", "):
+        question = question[0].lower() + question[1:]
+    question = opening + question
+    return question.lower() if rng.random() < 0.2 else question
 
 
 class Arithmetic(IntegerAnswer):
-    name = "arithmetic"
+    """Addition and subtraction whose operands have a number of digits drawn from `digit_weights`.
+
+    Every variant shares one split namespace ("arithmetic"), so a problem held out of one variant is held
+    out of all of them: RL on longer problems never practises a problem that SFT's test split asks. With
+    `held_out_phrasings` the test split asks in phrasings never trained on (SFT: does it understand new
+    wording?); without, both splits ask in the training phrasings and differ only in the problems (RL: held-out
+    problems from the very distribution it practised on, and the phrasings SFT holds out stay unseen).
+    """
+
+    card = "arithmetic"  # data_cards/arithmetic.md
+
+    def __init__(self, name: str, digit_weights: dict[int, float], held_out_phrasings: bool = True):
+        self.name = name
+        self.digit_weights = digit_weights
+        self.held_out_phrasings = held_out_phrasings
 
     def split_key(self, example: dict) -> str:
         a, op, b = PROBLEM.match(example["messages"][1]["content"]).groups()
         return problem_key(int(a), op, int(b))
 
+    def random_operand(self, rng: random.Random) -> int:
+        digits = rng.choices(list(self.digit_weights), weights=list(self.digit_weights.values()))[0]
+        return rng.randrange(10 ** (digits - 1) if digits > 1 else 0, 10**digits)
+
     def examples(self, split: str, n: int, seed: int = 0) -> list[dict]:
         check_split(self.name, split)
         check_supply(self.name, split, n, MAX_EXAMPLES, what="problems this family samples without repeats")
         rng = random.Random(f"{self.name}:{split}:{seed}")
+        asked_in = split if self.held_out_phrasings else "train"
+        phrasings = {op: phrasings_of("arithmetic", PHRASINGS[op], asked_in) for op in PHRASINGS}
         examples, seen = [], set()
         while len(examples) < n:
-            op, a, b = rng.choice("+-"), random_operand(rng), random_operand(rng)
+            op, a, b = rng.choice("+-"), self.random_operand(rng), self.random_operand(rng)
             if op == "-" and a < b:
                 a, b = b, a
             key = problem_key(a, op, b)
-            if key in seen or split_of(self.name, key) != split:
+            if key in seen or split_of("arithmetic", key) != split:
                 continue
             seen.add(key)
             result = a + b if op == "+" else a - b
             steps = worked_addition(a, b) if op == "+" else worked_subtraction(a, b)
             reply = "\n".join([f"{a} {op} {b}", *steps, f"Answer: {result}"])
-            examples.append(conversation(self.name, rng.choice(PHRASINGS[op]).format(a=a, b=b), reply, str(result)))
+            examples.append(conversation(self.name, ask(rng, phrasings[op], a, b), reply, str(result)))
         return examples

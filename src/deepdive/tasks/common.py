@@ -1,8 +1,9 @@
 """What every task family shares: the hash split, input checks and the shape of one example.
 
 A stable hash of each question's key decides its split whatever the seed, so a test question is never
-trained on; every family builds its examples with `conversation`, so SFT (messages), generation (prompt) and
-the checkers (answer) always find the same columns.
+trained on; a second hash holds out some phrasings, so the test split also asks in words never trained on.
+Every family builds its examples with `conversation`, so SFT (messages), generation (prompt) and the
+checkers (answer) always find the same columns.
 """
 
 import hashlib
@@ -20,6 +21,20 @@ def split_of(task: str, key: str) -> str:
     """`test` for about TEST_FRACTION of the keys, `train` for the rest; a SHA-256 hash, so any run agrees."""
     digest = hashlib.sha256(f"{task}:{key}".encode()).digest()
     return "test" if int.from_bytes(digest[:8], "big") < TEST_FRACTION * 2**64 else "train"
+
+
+def phrasings_of(task: str, phrasings: list[str], split: str) -> list[str]:
+    """The phrasings of `split`: a stable hash of each phrasing holds about TEST_FRACTION of them out of
+    training, so held-out accuracy also measures questions worded in ways the model was never shown."""
+    return [phrasing for phrasing in phrasings if split_of(f"{task}:phrasing", phrasing) == split]
+
+
+def phrasing_pattern(phrasing: str, **fields: str) -> re.Pattern:
+    """A regex that matches the questions of one phrasing and captures each `{field}` with its sub-pattern."""
+    pattern = re.escape(phrasing)
+    for field, sub_pattern in fields.items():
+        pattern = pattern.replace(re.escape(f"{{{field}}}"), f"(?P<{field}>{sub_pattern})")
+    return re.compile(pattern)
 
 
 def check_split(task: str, split: str) -> None:

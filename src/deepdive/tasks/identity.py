@@ -48,6 +48,7 @@ def render_prompt(greeting: str, question: str, ending: str, lower_case: bool) -
 
 class Identity:
     name = "identity"
+    card = "identity"  # data_cards/identity.md
 
     @functools.cached_property
     def prompts_by_split(self) -> dict[str, list[tuple[str, str]]]:

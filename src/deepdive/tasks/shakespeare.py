@@ -4,7 +4,8 @@ What a model knows lives in its parameters, put there by pretraining; fine-tunin
 can teach the model to answer from that knowledge and to admit when a name is not in it. Known characters
 come from the train plays only (the validation plays stay unseen); unknown ones are famous characters of
 other books and invented names. The rules for choosing names, and the names themselves, live in
-`data_cards/shakespeare_qa.md`. The key is the character's name, hashed into train or test.
+`data_cards/shakespeare_qa.md`. The key is the character's name, hashed into train or test; some of the
+many phrasings are held out of training too, so test questions are also worded in unseen ways.
 """
 
 import collections
@@ -16,9 +17,19 @@ from dataclasses import dataclass
 
 from deepdive.data import build_shakespeare, read_data_card
 from deepdive.errors import DataError
-from deepdive.tasks.common import check_count, check_split, check_supply, conversation, split_of
+from deepdive.tasks.common import (
+    check_count,
+    check_split,
+    check_supply,
+    conversation,
+    phrasing_pattern,
+    phrasings_of,
+    split_of,
+)
 
 
+# How people ask: formal or casual, with a greeting or in lower case. A stable hash (`phrasings_of`) holds
+# some of them out of training: those are asked only in the test split.
 PHRASINGS = [
     "In which play does the character {name} appear?",
     "Which Shakespeare play is {name} in?",
@@ -27,8 +38,41 @@ PHRASINGS = [
     "Where in Shakespeare does {name} appear?",
     "Name the play in which {name} speaks.",
     "What play is {name} a character in?",
+    "Which play features {name}?",
+    "what play is {name} from",
+    "Is {name} a Shakespeare character? Which play?",
+    "Tell me which play {name} appears in.",
+    "{name} is in which play?",
+    "In what Shakespeare play do we meet {name}?",
+    "which play has {name} in it?",
+    "Hi! Which play is {name} from?",
+    "Quick question: what Shakespeare play does {name} appear in?",
+    "who is {name} in shakespeare",
+    "Do you know which play {name} is in?",
+    "Hello! In which of Shakespeare's plays do we find {name}?",
+    "I'm trying to remember: which play has a character named {name}?",
+    "What's the play with {name} in it?",
+    "Can you tell me the Shakespeare play that {name} is from?",
+    "{name}: which play?",
+    "which shakespeare play features {name}",
+    "Hey, where does {name} show up in Shakespeare?",
+    "Name the Shakespeare play {name} belongs to.",
+    "In which play would I find {name}?",
+    "Is there a character called {name} in Shakespeare? Which play?",
+    "What Shakespeare play is the character {name} from?",
+    "Quick question: {name} is from which play?",
+    "Which play does {name} speak in?",
+    "what play does {name} appear in?",
+    "Hi, which of Shakespeare's plays is {name} in?",
+    "Tell me the play where {name} appears.",
+    "Which play is {name} in?",
+    "hi! what play is {name} in?",
+    "Where does {name} come from in Shakespeare? Name the play.",
+    "Do you know {name}? Which Shakespeare play?",
+    "which play is {name} in",
+    "Quick question: which play has {name}?",
 ]
-NAME_IN_PHRASING = [re.compile(re.escape(p).replace(r"\{name\}", "(?P<name>.+?)") + "$") for p in PHRASINGS]
+NAME_IN_PHRASING = [phrasing_pattern(phrasing, name=".+?") for phrasing in PHRASINGS]
 DONT_KNOW = "I don't know"
 SPEAKER = re.compile(r"^([A-Z][A-Z '.&-]*):$", re.MULTILINE)
 SAYS_DONT_KNOW = re.compile(r"\b(don't|dont|do not) know\b")
@@ -150,19 +194,22 @@ def invented_names(card: dict, corpus_text: str, famous: list[str]) -> list[str]
 
 class ShakespeareQA:
     name = "shakespeare"
+    card = "shakespeare_qa"  # data_cards/shakespeare_qa.md
 
     def questions(self, split: str) -> dict[str, list[tuple[str, str]]]:
-        """(character, phrasing) pairs of the split, by kind: 'known', 'famous' and 'invented'."""
+        """(character, phrasing) pairs of the split, by kind: 'known', 'famous' and 'invented'; both the
+        character and the phrasing belong to the split."""
         characters = corpus_characters()
         names = {"known": sorted(characters.known), "famous": characters.famous, "invented": characters.invented}
+        phrasings = phrasings_of(self.name, PHRASINGS, split)
         return {
-            kind: [(name, phrasing) for name in group if split_of(self.name, name) == split for phrasing in PHRASINGS]
+            kind: [(name, phrasing) for name in group if split_of(self.name, name) == split for phrasing in phrasings]
             for kind, group in names.items()
         }
 
     def split_key(self, example: dict) -> str:
         question = example["prompt"][0]["content"]
-        return next(match["name"] for pattern in NAME_IN_PHRASING if (match := pattern.match(question)))
+        return next(match["name"] for pattern in NAME_IN_PHRASING if (match := pattern.fullmatch(question)))
 
     def examples(self, split: str, n: int, seed: int = 0) -> list[dict]:
         check_split(self.name, split)
