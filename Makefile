@@ -1,9 +1,12 @@
 # deepdive: `make all` runs the whole pipeline (pretrain -> sft -> grpo -> eval -> report) on the default tiny
 # recipe, skipping stages already finished; `make pretrain`, `make sft`, `make grpo` run one stage; `make chat`
-# talks to the assistant; `make test` runs the test suite; `make bench` measures speed. Every target sets up
-# .venv from a bare python3 first.
+# talks to the assistant; `make seeds` runs the pipeline once per seed and writes the spread over seeds;
+# `make test` runs the test suite; `make bench` measures speed. Every target sets up .venv from a bare python3
+# first.
 # Variables: RECIPE (a folder of recipes/), ARGS (extra overrides for one stage, e.g. ARGS="--max_steps 50"),
-# ACCELERATE (a file of accelerate_configs/, without .yaml), STAGE and HUB_MODEL_ID (and PRIVATE=1) for push.
+# SEED (the seed of every stage, run into runs/<recipe>/seed-<SEED>), SEEDS (the seeds of `make seeds`), RUNS and
+# RESULTS (where runs and `make seeds` tables go), ACCELERATE (a file of accelerate_configs/, without .yaml),
+# STAGE and HUB_MODEL_ID (and PRIVATE=1) for push.
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,14 +16,24 @@ RECIPE ?= tiny
 ARGS ?=
 ACCELERATE ?= cpu
 LAUNCH := $(BIN)/accelerate launch --config_file accelerate_configs/$(ACCELERATE).yaml
-RUN_DIR := runs/$(RECIPE)
+SEED ?=
+SEEDS ?= 1 2 3
+RUNS ?= runs
+RESULTS ?= results
+# The run folder: runs/<recipe> (the recipes' own output_dir), or runs/<recipe>/seed-<SEED> when SEED is given.
+RUN_DIR := $(RUNS)/$(RECIPE)$(if $(SEED),/seed-$(SEED))
+# $(call STAGE_ARGS,folder,parent recipe,parent folder): the overrides that point a stage at RUN_DIR when it is not
+# the recipes' own folder: the seed, the output folder, and the stage it starts from when this recipe folder trains
+# that one too (a recipe that starts from a Hub model keeps it). The default run passes none of them.
+STAGE_ARGS = $(if $(filter-out runs/$(RECIPE),$(RUN_DIR)),$(if $(SEED),--seed $(SEED) )--output_dir \
+	$(RUN_DIR)/$(1)$(if $(wildcard recipes/$(RECIPE)/$(2).yaml), --model_name_or_path $(RUN_DIR)/$(3)))
 PROMPT ?= ROMEO:
 STAGE ?= sft
 HUB_MODEL_ID ?=
 PRIVATE ?=
 STAGES := base sft grpo
 
-.PHONY: all install pretrain sft grpo eval report push chat sample test bench style quality clean
+.PHONY: all seeds install pretrain sft grpo eval report push chat sample test bench style quality clean
 
 install: $(STAMP)
 
@@ -40,13 +53,13 @@ REDO = $(if $(wildcard $@),--overwrite_output_dir true)
 all: $(RUN_DIR)/report.md
 
 $(RUN_DIR)/base/metrics.json: recipes/$(RECIPE)/pretrain.yaml | $(STAMP)
-	$(LAUNCH) recipes/pretrain.py --config $< $(REDO)
+	$(LAUNCH) recipes/pretrain.py --config $< $(call STAGE_ARGS,base) $(REDO)
 
 $(RUN_DIR)/sft/metrics.json: recipes/$(RECIPE)/sft.yaml $(RUN_DIR)/base/metrics.json
-	$(LAUNCH) recipes/sft.py --config $< $(REDO)
+	$(LAUNCH) recipes/sft.py --config $< $(call STAGE_ARGS,sft,pretrain,base) $(REDO)
 
 $(RUN_DIR)/grpo/metrics.json: recipes/$(RECIPE)/grpo.yaml $(RUN_DIR)/sft/metrics.json
-	$(LAUNCH) recipes/grpo.py --config $< $(REDO)
+	$(LAUNCH) recipes/grpo.py --config $< $(call STAGE_ARGS,grpo,sft,sft) $(REDO)
 
 $(RUN_DIR)/%/eval.json: $(RUN_DIR)/%/metrics.json
 	$(BIN)/deepdive eval --model $(RUN_DIR)/$*
@@ -54,14 +67,22 @@ $(RUN_DIR)/%/eval.json: $(RUN_DIR)/%/metrics.json
 $(RUN_DIR)/report.md: $(foreach stage,$(STAGES),$(RUN_DIR)/$(stage)/eval.json)
 	$(BIN)/deepdive report --run $(RUN_DIR)
 
+# `make seeds SEEDS="1 2 3"`: `make all SEED=<s>` for each seed in turn (finished stages skipped), then the spread
+# over seeds, one table of every seed's records: results/<recipe>-seeds.{json,md}, and runs/<recipe>/seeds.md.
+SEEDS_COMMAND := make seeds RECIPE=$(RECIPE) SEEDS="$(strip $(SEEDS))"
+seeds: $(STAMP)
+	@for seed in $(SEEDS); do $(MAKE) --no-print-directory all SEED=$$seed || exit 1; done
+	$(BIN)/deepdive seeds --runs $(foreach seed,$(SEEDS),$(RUNS)/$(RECIPE)/seed-$(seed)) \
+		--output $(RESULTS)/$(RECIPE)-seeds --generated_by '$(SEEDS_COMMAND)'
+
 pretrain: $(STAMP)
-	$(LAUNCH) recipes/pretrain.py --config recipes/$(RECIPE)/pretrain.yaml $(ARGS)
+	$(LAUNCH) recipes/pretrain.py --config recipes/$(RECIPE)/pretrain.yaml $(call STAGE_ARGS,base) $(ARGS)
 
 sft: $(STAMP)
-	$(LAUNCH) recipes/sft.py --config recipes/$(RECIPE)/sft.yaml $(ARGS)
+	$(LAUNCH) recipes/sft.py --config recipes/$(RECIPE)/sft.yaml $(call STAGE_ARGS,sft,pretrain,base) $(ARGS)
 
 grpo: $(STAMP)
-	$(LAUNCH) recipes/grpo.py --config recipes/$(RECIPE)/grpo.yaml $(ARGS)
+	$(LAUNCH) recipes/grpo.py --config recipes/$(RECIPE)/grpo.yaml $(call STAGE_ARGS,grpo,sft,sft) $(ARGS)
 
 # Evaluate every finished stage of the run (eval.json beside each model), then gather the report card.
 eval: $(STAMP)

@@ -5,6 +5,7 @@
     deepdive merge --adapter runs/tiny/sft-lora --output_dir runs/tiny/sft-merged
     deepdive eval --model runs/tiny/sft                      # writes runs/tiny/sft/eval.json
     deepdive report --run runs/tiny                          # writes runs/tiny/report.md + plots
+    deepdive seeds --runs runs/tiny/seed-1 runs/tiny/seed-2 --output results/tiny-seeds   # spread over seeds
     deepdive card --model runs/tiny/sft                      # rewrites the model card (README.md)
     deepdive push --model runs/tiny/sft --repo_id you/deepdive-tiny-sft [--private]
 
@@ -13,7 +14,9 @@
 the same command samples a Hub model too. `chat` talks to an SFT/GRPO model through its chat template;
 `merge` folds a LoRA adapter into its base model. `eval` scores a finished folder by kind (bits per byte for a
 base model; held-out task accuracy, stop rate and pass@k for a chat model), `report` gathers a whole run into
-one report card, `card` rebuilds a folder's model card and `push` uploads a folder to the Hugging Face Hub.
+one report card, `seeds` puts one recipe's runs with several seeds in one table of per-seed figures, mean and
+range (JSON + Markdown, and `seeds.md` beside the runs: the multi-seed run's report card), `card` rebuilds a
+folder's model card and `push` uploads a folder to the Hugging Face Hub.
 """
 
 import argparse
@@ -59,6 +62,15 @@ def main(argv: list[str] | None = None) -> None:
     report = commands.add_parser("report", help="write the report card of a run: report.md with plots")
     report.add_argument("--run", default="runs/tiny", help="the run folder holding base/, sft/, grpo/")
     report.add_argument("--no_side_by_side", action="store_true", help="skip answering the prompts per stage")
+
+    seeds = commands.add_parser("seeds", help="the spread over seeds: several runs of a recipe in one table")
+    seeds.add_argument("--runs", nargs="+", required=True, help="run folders, one per seed (runs/tiny/seed-1 ...)")
+    seeds.add_argument(
+        "--output",
+        help="write <output>.json and <output>.md (default: seeds in the folder holding the runs); the page is "
+        "also written as seeds.md beside the runs",
+    )
+    seeds.add_argument("--generated_by", help="the command that regenerates the table, for its header")
 
     card = commands.add_parser("card", help="rewrite a finished folder's model card (README.md)")
     card.add_argument("--model", required=True)
@@ -121,6 +133,11 @@ def _run(args: argparse.Namespace) -> None:
         from deepdive.report import write_report
 
         print(f"report card written to {write_report(args.run, side_by_side=not args.no_side_by_side)}")
+    elif args.command == "seeds":
+        from deepdive.seeds import write_seeds_table
+
+        paths = write_seeds_table(args.runs, args.output, args.generated_by)
+        print(f"seeds table written to {', '.join(path.as_posix() for path in paths)}")
     elif args.command == "card":
         from deepdive.cards import write_model_card
 
