@@ -12,6 +12,7 @@ from conftest import REPO, run_micro
 from deepdive import hub
 from deepdive.cards import build_model_card
 from deepdive.errors import RecipeError
+from deepdive.tasks import TASKS
 
 
 def deepdive(*args: str) -> subprocess.CompletedProcess:
@@ -56,8 +57,8 @@ def test_base_eval_scores_the_held_out_plays_as_pretraining_did(micro_run):
 def test_chat_eval_reports_accuracy_stop_rate_and_pass_at_k(micro_run):
     for stage in ("sft", "grpo"):
         evaluation = json.loads((micro_run / stage / "eval.json").read_text())
-        assert evaluation["kind"] == "chat" and evaluation["test_prompts"] == 16  # 4 families x 4 prompts
-        for family in ("identity", "arithmetic", "spelling", "shakespeare"):
+        assert evaluation["kind"] == "chat" and evaluation["test_prompts"] == 4 * len(TASKS)  # 4 prompts a family
+        for family in TASKS:
             assert 0.0 <= evaluation[f"{family}_accuracy"] <= 1.0
         assert evaluation["arithmetic_pass@1"] == evaluation["arithmetic_accuracy"]  # greedy
         assert evaluation["arithmetic_pass@1_sampled"] <= evaluation["arithmetic_pass@2_sampled"] <= 1.0
