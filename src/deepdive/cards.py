@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from deepdive.configs import GRPOArguments, SFTArguments
 from deepdive.data import DATA_CARDS_DIR
 from deepdive.tasks import TASKS
 from deepdive.training import read_record
@@ -27,7 +28,7 @@ STAGES = {
     ),
 }
 TASK_CARDS = {name: task.card for name, task in TASKS.items()}
-DEFAULT_TASKS = {"sft": ["identity", "arithmetic", "spelling", "shakespeare"], "grpo": ["long_arithmetic"]}
+DEFAULT_TASKS = {"sft": SFTArguments().tasks, "grpo": GRPOArguments().tasks}  # a recipe that names no tasks
 LICENSE = "apache-2.0"
 
 

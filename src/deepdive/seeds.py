@@ -14,12 +14,12 @@ import re
 from pathlib import Path
 
 from deepdive.errors import DataError
+from deepdive.report import SIDE_BY_SIDE_TASKS as TASK_ORDER  # rows in the report card's order; others after
 from deepdive.training import read_record
 
 
 STAGES = ("base", "sft", "grpo")  # the run folder's stage folders, in pipeline order
 STAGE_NAMES = {"base": "pretraining", "sft": "SFT", "grpo": "GRPO"}
-TASK_ORDER = ("identity", "arithmetic", "spelling", "shakespeare")  # as the report card orders them; others after
 MISSING = "—"
 
 
