@@ -19,7 +19,7 @@ from deepdive.chat import load_chat_model
 from deepdive.configs import GRPOArguments, parse_recipe
 from deepdive.errors import DeepdiveError
 from deepdive.evaluation import evaluate_tasks
-from deepdive.optim import build_optimizer
+from deepdive.optim import MuonAdamWTrainerMixin
 from deepdive.rewards import get_reward_funcs
 from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
@@ -31,6 +31,10 @@ from deepdive.training import (
 
 
 logger = logging.getLogger("deepdive.grpo")
+
+
+class MuonGRPOTrainer(MuonAdamWTrainerMixin, GRPOTrainer):
+    """TRL's `GRPOTrainer` with Muon + AdamW when the recipe sets `muon_lr` (built after LoRA is added)."""
 
 
 def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig):
@@ -73,16 +77,16 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
 
 def build_trainer(
     args, training_args, model_args, model, tokenizer, reward_funcs, train_dataset, callbacks=()
-) -> GRPOTrainer:
+) -> MuonGRPOTrainer:
     """The GRPO trainer: the recipe's optimizer, LoRA when asked, the NaN guard (`bench/` times this one)."""
-    return GRPOTrainer(
+    return MuonGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
+        muon_lr=args.muon_lr,
         callbacks=[NonFiniteGuard(), *callbacks],
     )
 

@@ -25,7 +25,7 @@ from deepdive.distributed import computed_once
 from deepdive.errors import DeepdiveError, RecipeError
 from deepdive.evaluation import bits_per_byte, token_stream
 from deepdive.modeling import build_llama_config, build_model, count_parameters
-from deepdive.optim import build_optimizer
+from deepdive.optim import MuonAdamWTrainerMixin
 from deepdive.tokenizer import bytes_per_token, token_byte_lengths, train_tokenizer
 from deepdive.training import (
     NonFiniteGuard,
@@ -42,6 +42,10 @@ from deepdive.training import (
 
 
 logger = logging.getLogger("deepdive.pretrain")
+
+
+class MuonTrainer(MuonAdamWTrainerMixin, Trainer):
+    """`transformers.Trainer` with Muon + AdamW when the recipe sets `muon_lr`."""
 
 
 def main(script_args: ScriptArguments, args: PretrainArguments, training_args: TrainingArguments) -> dict:
@@ -146,10 +150,10 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
     return metrics
 
 
-def build_trainer(args, training_args, model, tokenizer, train_blocks, eval_blocks, callbacks=()) -> Trainer:
+def build_trainer(args, training_args, model, tokenizer, train_blocks, eval_blocks, callbacks=()) -> MuonTrainer:
     """The pretraining Trainer: packed blocks, bits per byte at each evaluation, logged samples, the NaN
     guard and the recipe's optimizer (`bench/` times this very Trainer against a bare PyTorch loop)."""
-    return Trainer(
+    return MuonTrainer(
         model=model,
         args=training_args,
         train_dataset=train_blocks,
@@ -163,7 +167,7 @@ def build_trainer(args, training_args, model, tokenizer, train_blocks, eval_bloc
             NonFiniteGuard(),
             *callbacks,
         ],
-        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
+        muon_lr=args.muon_lr,
     )
 
 

@@ -20,7 +20,7 @@ from deepdive.configs import SFTArguments, parse_recipe
 from deepdive.data import load_conversations
 from deepdive.errors import DataError, DeepdiveError
 from deepdive.evaluation import evaluate_tasks
-from deepdive.optim import build_optimizer
+from deepdive.optim import MuonAdamWTrainerMixin
 from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
     NonFiniteGuard,
@@ -31,6 +31,10 @@ from deepdive.training import (
 
 
 logger = logging.getLogger("deepdive.sft")
+
+
+class MuonSFTTrainer(MuonAdamWTrainerMixin, SFTTrainer):
+    """TRL's `SFTTrainer` with Muon + AdamW when the recipe sets `muon_lr` (built after LoRA is added)."""
 
 
 def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig):
@@ -84,15 +88,15 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
     return metrics
 
 
-def build_trainer(args, training_args, model_args, model, tokenizer, train_dataset, callbacks=()) -> SFTTrainer:
+def build_trainer(args, training_args, model_args, model, tokenizer, train_dataset, callbacks=()) -> MuonSFTTrainer:
     """The SFT trainer: the recipe's optimizer, LoRA when asked, the NaN guard (`bench/` times this one)."""
-    return SFTTrainer(
+    return MuonSFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        optimizers=(build_optimizer(model, training_args, args.muon_lr), None),
+        muon_lr=args.muon_lr,
         callbacks=[NonFiniteGuard(), *callbacks],
     )
 

@@ -1,14 +1,27 @@
-"""Shared fixtures: one micro pretraining run for the whole session (a few seconds on 2 cores)."""
+"""Shared fixtures: one micro pretraining run for the whole session (a few seconds on 2 cores); helpers that run
+the recipes and check that training really changed what it should."""
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, TrainingArguments
+from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
+
+from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe
 
 
 REPO = Path(__file__).resolve().parents[1]
+STAGES = {
+    "pretrain": (ScriptArguments, PretrainArguments, TrainingArguments),
+    "sft": (ScriptArguments, SFTArguments, SFTConfig, ModelConfig),
+    "grpo": (ScriptArguments, GRPOArguments, GRPOConfig, ModelConfig),
+}
 
 
 def run_recipe(script: str, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -56,6 +69,53 @@ def run_micro(stage: str, model_dir, output_dir, *extra: str, check: bool = True
         *extra,
         check=check,
     )
+
+
+def tiny_optimizer(stage: str) -> list[str]:
+    """The optimizer fields of `recipes/tiny/<stage>.yaml` as overrides: a micro run then trains as the tiny recipe."""
+    recipe = yaml.safe_load((REPO / "recipes" / "tiny" / f"{stage}.yaml").read_text())
+    fields = [name for name in ("muon_lr", "learning_rate", "weight_decay", "adam_beta2") if name in recipe]
+    return [arg for name in fields for arg in (f"--{name}", str(recipe[name]))]
+
+
+def train_micro_in_process(stage: str, model_dir, output_dir, *extra: str, monkeypatch) -> object:
+    """Run `recipes/<stage>.py`'s `main` on its micro recipe in this process and return the Trainer it trained
+    with, so a test sees the model as training left it (a LoRA run saves only the adapter)."""
+    sys.path.insert(0, str(REPO / "recipes"))
+    recipe, trainers = importlib.import_module(stage), []
+    build_trainer = recipe.build_trainer
+
+    def keep_trainer(*args, **kwargs):
+        trainers.append(build_trainer(*args, **kwargs))
+        return trainers[-1]
+
+    monkeypatch.setattr(recipe, "build_trainer", keep_trainer)
+    config = ["--config", str(REPO / "recipes" / "micro" / f"{stage}.yaml")]
+    recipe.main(*parse_recipe(STAGES[stage], [*config, "--model_name_or_path", str(model_dir),
+                                              "--output_dir", str(output_dir), *extra]))  # fmt: skip
+    return trainers[0]
+
+
+def assert_only_the_adapter_trained(model, base_dir) -> None:
+    """Every `lora_B` of the PEFT `model` left its initial zeros; every base weight equals `base_dir`'s, bit for bit."""
+    base = AutoModelForCausalLM.from_pretrained(base_dir).state_dict()
+    lora_b = {name: tensor for name, tensor in model.state_dict().items() if "lora_B" in name}
+    assert lora_b and [name for name, tensor in lora_b.items() if not tensor.any()] == []
+    compared = set()
+    for name, tensor in model.state_dict().items():
+        if "lora_" not in name:
+            base_name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            assert torch.equal(tensor, base[base_name]), f"{base_name} changed under LoRA"
+            compared.add(base_name)
+    assert compared == set(base)
+
+
+def assert_every_hidden_matrix_moved(model_dir, base_dir) -> None:
+    """Each 2-D weight inside the transformer blocks of `model_dir` differs from `base_dir`'s."""
+    base = AutoModelForCausalLM.from_pretrained(base_dir).state_dict()
+    trained = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+    hidden = [name for name, tensor in base.items() if ".layers." in name and tensor.ndim == 2]
+    assert hidden and [name for name in hidden if torch.equal(base[name], trained[name])] == []
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,18 @@ import json
 import sys
 
 import pytest
-from conftest import REPO, run_micro
+from conftest import (
+    REPO,
+    assert_every_hidden_matrix_moved,
+    assert_only_the_adapter_trained,
+    run_micro,
+    tiny_optimizer,
+    train_micro_in_process,
+)
 from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, ModelConfig, ScriptArguments
 
+import deepdive.rewards as rewards
 from deepdive.configs import GRPOArguments, parse_recipe
 
 
@@ -28,11 +36,38 @@ def test_lora_saves_an_adapter(micro_sft, tmp_path):
     assert (output_dir / "adapter_config.json").is_file() and not (output_dir / "model.safetensors").exists()
 
 
+@pytest.fixture
+def rewarded_pairs(monkeypatch) -> list[str]:
+    """Arguments for a GRPO run whose rewards always tell the two replies of a group apart (1 for the first,
+    0 for the second): the micro model earns none of the real rewards, which alone would leave no gradient."""
+
+    def first_of_pair(completions, **kwargs):
+        return [float(index % 2 == 0) for index in range(len(completions))]
+
+    monkeypatch.setitem(rewards.REWARDS, "first_of_pair", first_of_pair)
+    return ["--reward_funcs", "first_of_pair", "--num_test_examples", "0", *tiny_optimizer("grpo")]
+
+
+def test_lora_with_the_tiny_optimizer_trains_the_adapter_and_only_the_adapter(
+    micro_sft, tmp_path, monkeypatch, rewarded_pairs
+):
+    lora = ["--use_peft", "true", "--lora_r", "4"]
+    trainer = train_micro_in_process(
+        "grpo", micro_sft, tmp_path / "lora", *rewarded_pairs, *lora, monkeypatch=monkeypatch
+    )
+    assert_only_the_adapter_trained(trainer.model, micro_sft)
+
+
+def test_full_training_with_the_tiny_optimizer_moves_every_hidden_matrix(
+    micro_sft, tmp_path, monkeypatch, rewarded_pairs
+):
+    train_micro_in_process("grpo", micro_sft, tmp_path / "full", *rewarded_pairs, monkeypatch=monkeypatch)
+    assert_every_hidden_matrix_moved(tmp_path / "full", micro_sft)
+
+
 def test_task_and_answer_columns_reach_the_rewards(micro_sft, tmp_path, monkeypatch):
     sys.path.insert(0, str(REPO / "recipes"))
     import grpo
-
-    import deepdive.rewards as rewards
 
     seen = []
 

@@ -3,7 +3,7 @@ import copy
 import torch
 
 from deepdive.modeling import build_llama_config, build_model
-from deepdive.optim import MuonAdamW, build_optimizer, split_muon_parameters
+from deepdive.optim import MuonAdamW, MuonAdamWTrainerMixin, build_optimizer, split_muon_parameters
 
 
 class Vocabulary:
@@ -85,3 +85,20 @@ def test_without_muon_lr_the_trainer_keeps_its_own_optimizer():
     optimizer = build_optimizer(tiny_model(), args, 1e-2)
     assert optimizer.adamw.param_groups[0]["lr"] == 3e-3 and optimizer.adamw.param_groups[0]["betas"] == (0.9, 0.95)
     assert optimizer.muon.param_groups[0]["lr"] == 1e-2
+
+
+def test_the_trainer_builds_muon_over_exactly_the_parameters_that_train(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    class MuonTrainer(MuonAdamWTrainerMixin, Trainer):
+        pass
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    model = get_peft_model(tiny_model(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    optimizer = MuonTrainer(model=model, args=args, muon_lr=1e-2).create_optimizer()
+    adapter = [id(parameter) for parameter in model.parameters() if parameter.requires_grad]
+    assert len(adapter) == 2 * 2 * 2  # lora_A and lora_B of q and v in each of the 2 blocks
+    assert [id(parameter) for parameter in optimizer.muon.param_groups[0]["params"]] == adapter
+    assert optimizer.adamw.param_groups[0]["params"] == []
+    assert type(MuonTrainer(model=tiny_model(), args=args).create_optimizer()) is torch.optim.AdamW  # `optim`

@@ -3,7 +3,13 @@
 import json
 
 import torch
-from conftest import run_micro
+from conftest import (
+    assert_every_hidden_matrix_moved,
+    assert_only_the_adapter_trained,
+    run_micro,
+    tiny_optimizer,
+    train_micro_in_process,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 
@@ -53,6 +59,20 @@ def test_lora_trains_an_adapter_that_merges(micro_base, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(merged)
     assert not any("lora" in name for name in model.state_dict())
     assert AutoTokenizer.from_pretrained(merged).chat_template is not None
+
+
+def test_lora_with_the_tiny_optimizer_trains_the_adapter_and_only_the_adapter(micro_base, tmp_path, monkeypatch):
+    lora = ["--use_peft", "true", "--lora_r", "4", "--num_test_examples", "0", *tiny_optimizer("sft")]
+    trainer = train_micro_in_process("sft", micro_base, tmp_path / "lora", *lora, monkeypatch=monkeypatch)
+    assert_only_the_adapter_trained(trainer.model, micro_base)
+
+
+def test_full_fine_tuning_with_the_tiny_optimizer_moves_every_hidden_matrix(micro_base, tmp_path, monkeypatch):
+    output_dir = tmp_path / "full"
+    train_micro_in_process(
+        "sft", micro_base, output_dir, "--num_test_examples", "0", *tiny_optimizer("sft"), monkeypatch=monkeypatch
+    )
+    assert_every_hidden_matrix_moved(output_dir, micro_base)
 
 
 def test_bad_input_stops_before_training(micro_base, tmp_path):

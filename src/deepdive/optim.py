@@ -4,14 +4,20 @@ Muon (momentum + Newton-Schulz orthogonalisation of each 2-D update) trains smal
 fewer steps than AdamW; on the tiny Shakespeare recipe it is the single largest gain per CPU-minute. It only
 suits the 2-D weights inside the blocks: embeddings, the (tied) output head and the norm gains stay on AdamW.
 Both live in one `torch.optim.Optimizer`, so the Trainer's LR scheduler, gradient clipping, checkpointing
-and resume treat it like any other optimizer. `torch.optim.Muon` is PyTorch's own implementation.
+and resume treat it like any other optimizer. `torch.optim.Muon` is PyTorch's own implementation. The
+Trainer builds it in its own `create_optimizer` (`MuonAdamWTrainerMixin`), so it holds exactly the
+parameters that train, a LoRA adapter's included.
 """
 
 import torch
 
 
 def split_muon_parameters(model: torch.nn.Module) -> tuple[list, list]:
-    """(2-D weights inside the transformer blocks, all other parameters); tied weights appear once."""
+    """(2-D weights inside the transformer blocks, all other parameters that require grad); tied weights appear
+    once. Under LoRA only the adapter trains: its `lora_A` (r x in) and `lora_B` (out x r) matrices sit inside
+    the blocks and go to Muon, on purpose. `match_rms_adamw` sizes Muon's step by the matrix's shape, so a
+    rank-r factor gets an AdamW-sized step; `muon_lr` then means the block matrices' rate with or without LoRA
+    (the recipes' AdamW `learning_rate`, tuned for embeddings and norms, would be low for an adapter)."""
     muon, adamw = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -39,6 +45,9 @@ class MuonAdamW(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         muon_momentum: float = 0.95,
     ):
+        # One group each, even an empty one (torch refuses an empty parameter list): under LoRA the adapter's
+        # matrices may all be Muon's, leaving AdamW nothing to train.
+        muon_params, adamw_params = [{"params": list(muon_params)}], [{"params": list(adamw_params)}]
         self.muon = torch.optim.Muon(
             muon_params, lr=muon_lr, momentum=muon_momentum, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"
         )
@@ -87,3 +96,23 @@ def build_optimizer(model: torch.nn.Module, training_args, muon_lr: float | None
         eps=training_args.adam_epsilon,
         weight_decay=training_args.weight_decay,
     )
+
+
+class MuonAdamWTrainerMixin:
+    """Listed before a `transformers.Trainer` (or a TRL trainer) in a class's bases, it builds `MuonAdamW` in the
+    Trainer's own `create_optimizer` when `muon_lr` is given; otherwise the Trainer builds `optim` as usual.
+
+    The Trainer calls `create_optimizer` as it prepares to train: after PEFT has frozen the base weights and
+    added the adapter, at the point FSDP and DeepSpeed expect (on the wrapped model where FSDP wraps first), and
+    before it loads a checkpoint's optimizer state on resume. An optimizer passed in (`optimizers=`) is built
+    before all that: it misses a LoRA adapter, and the Trainer refuses it under FSDP.
+    """
+
+    def __init__(self, *args, muon_lr: float | None = None, **kwargs):
+        self.muon_lr = muon_lr
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.muon_lr:
+            self.optimizer = build_optimizer(self.model if model is None else model, self.args, self.muon_lr)
+        return super().create_optimizer(model)
