@@ -24,6 +24,7 @@ from deepdive.rewards import get_reward_funcs
 from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
     NonFiniteGuard,
+    check_lora_targets,
     finish_run,
     save_model,
     start_run,
@@ -49,6 +50,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
 
     # Model and tokenizer from the SFT stage (or the Hub)
     model, tokenizer = load_chat_model(model_args, training_args.trust_remote_code)
+    check_lora_targets(model_args, model)
     evaluate = lambda: evaluate_tasks(  # noqa: E731 - the same evaluation before and after
         model, tokenizer, args.tasks, args.num_test_examples, args.eval_max_new_tokens,
         training_args.per_device_eval_batch_size,

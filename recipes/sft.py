@@ -24,6 +24,7 @@ from deepdive.optim import MuonAdamWTrainerMixin
 from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
     NonFiniteGuard,
+    check_lora_targets,
     finish_run,
     save_model,
     start_run,
@@ -60,6 +61,7 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
             f"max_length: {training_args.max_length} exceeds the model's {model.config.max_position_embeddings} "
             "positions"
         )
+    check_lora_targets(model_args, model)
 
     # Train: only assistant tokens (and their <|im_end|>) carry loss
     trainer = build_trainer(args, training_args, model_args, model, tokenizer, train_dataset)

@@ -5,20 +5,13 @@ import json
 import sys
 
 import pytest
-from conftest import REPO
-from transformers import TrainingArguments
-from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
+from conftest import REPO, STAGES
 
-from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe
+from deepdive.configs import parse_recipe
 from deepdive.errors import DeepdiveError
 
 
 sys.path.insert(0, str(REPO / "recipes"))
-STAGES = {
-    "pretrain": (ScriptArguments, PretrainArguments, TrainingArguments),
-    "sft": (ScriptArguments, SFTArguments, SFTConfig, ModelConfig),
-    "grpo": (ScriptArguments, GRPOArguments, GRPOConfig, ModelConfig),
-}
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
 
 
@@ -66,6 +59,11 @@ CASES = [
      "generation_batch_size (4) must be divisible by num_generations (3)"),
     ("num_generations below 2", "grpo", {}, ["--num_generations", "1"], "GRPO requires at least 2 generations per prompt"),
     ("push without a repo id", "grpo", {}, ["--push_to_hub", "true"], "hub_model_id: pushing needs a Hub repo id"),
+    ("LoRA target that matches no module", "sft", {}, ["--use_peft", "true", "--lora_target_modules", "q_proj", "v_prj"],
+     "lora_target_modules: v_prj matches no module of the model; its linear and embedding modules are down_proj, "
+     "embed_tokens, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"),
+    ("one LoRA target, read as a regular expression", "grpo", {}, ["--use_peft", "true", "--lora_target_modules", "q_proj"],
+     "lora_target_modules: q_proj matches no module of the model (one value is a regular expression"),
 ]  # fmt: skip
 
 

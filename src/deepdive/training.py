@@ -9,6 +9,7 @@ finished run (model, tokenizer, generation config, metrics JSON) in plain Huggin
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig, TrainerCallback, set_seed
+
+from deepdive.errors import RecipeError, TrainingError
 
 
 def collate_blocks(rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -165,6 +168,33 @@ def save_model(trainer, output_dir) -> None:
     trainer.save_model(str(output_dir))
 
 
+def check_lora_targets(model_args, model) -> None:
+    """With `use_peft`, stop before training unless every name in `lora_target_modules` matches a module of
+    `model` by PEFT's rule: PEFT alone trains on when some names of a list match nothing, and stops with a
+    traceback only when none does."""
+    targets = model_args.lora_target_modules
+    if not model_args.use_peft or targets is None or str(targets).lower() == "all-linear":  # PEFT chooses
+        return
+    names = [name for name, _ in model.named_modules()]
+    if isinstance(targets, str):  # TRL passes one name on as a string, which PEFT reads as a regular expression
+        unmatched = [] if any(re.fullmatch(targets, name) for name in names) else [targets]
+    else:  # a list: each entry is a module's whole name or its last dotted parts
+        unmatched = [
+            target for target in targets if not any(name == target or name.endswith(f".{target}") for name in names)
+        ]
+    if unmatched:
+        layers = (torch.nn.Linear, torch.nn.Embedding)
+        adaptable = sorted(
+            {name.split(".")[-1] for name, module in model.named_modules() if isinstance(module, layers)}
+        )
+        regex_note = " (one value is a regular expression over whole module names, e.g. '.*\\.q_proj')"
+        raise RecipeError(
+            f"lora_target_modules: {', '.join(unmatched)} matches no module of the model"
+            f"{regex_note if isinstance(targets, str) else ''}; its linear and embedding modules are "
+            f"{', '.join(adaptable)}"
+        )
+
+
 @dataclass
 class Run:
     """A recipe run's bookkeeping: where it writes, the checkpoint it resumes from, where it pushes, when it began."""
@@ -223,8 +253,6 @@ def prepare_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
     A finished run (its `metrics.json` written) is only trained over with `overwrite_output_dir: true`; an
     unfinished one (checkpoints, no metrics) is resumed.
     """
-    from deepdive.errors import RecipeError
-
     output_dir = Path(output_dir)
     if (output_dir / "metrics.json").is_file() and not overwrite:
         raise RecipeError(
@@ -269,8 +297,6 @@ class NonFiniteGuard(TrainerCallback):
     """
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        from deepdive.errors import TrainingError
-
         grads = [param.grad for param in model.parameters() if param.grad is not None]
         if grads and not torch.isfinite(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).all():
             checkpoint = last_complete_checkpoint(args.output_dir)
