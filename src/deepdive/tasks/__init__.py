@@ -24,8 +24,8 @@ from deepdive.tasks.spelling import Spelling
 TASKS: dict[str, object] = {
     task.name: task
     for task in (
-        Arithmetic("arithmetic", {2: 0.45, 3: 0.45, 4: 0.1}),
-        Arithmetic("long_arithmetic", {3: 0.5, 4: 0.5}, held_out_phrasings=False),
+        Arithmetic("arithmetic", {2: 0.35, 3: 0.4, 4: 0.25}),
+        Arithmetic("long_arithmetic", {4: 1.0}, held_out_phrasings=False),
         Identity(),
         ShakespeareQA(),
         Spelling(),
