@@ -14,6 +14,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from deepdive.configs import GRPOArguments, SFTArguments
 from deepdive.data import DATA_CARDS_DIR
+from deepdive.sampling import check_model_folder
 from deepdive.tasks import TASKS
 from deepdive.training import read_record
 
@@ -221,8 +222,9 @@ def _usage(stage: str, model_id: str) -> list[str]:
 
 
 def write_model_card(folder: str | Path, repo_id: str | None = None) -> Path:
-    """Write `README.md` (the model card) into a run folder; return its path."""
-    path = Path(folder) / "README.md"
+    """Write `README.md` (the model card) into a run folder, never into a folder that holds no model; return its
+    path."""
+    path = check_model_folder(folder) / "README.md"
     build_model_card(folder, repo_id).save(path)
     return path
 

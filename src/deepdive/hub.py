@@ -88,11 +88,10 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, report:
     from huggingface_hub import CommitOperationAdd, HfApi
 
     from deepdive.cards import write_model_card
+    from deepdive.sampling import check_model_folder
     from deepdive.training import read_record
 
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
-        raise DataError(f"--model: {folder} is not a finished run folder (no config.json or adapter_config.json)")
+    folder = check_model_folder(folder)
     check_push_settings(repo_id, "--repo_id")
     write_model_card(folder, repo_id)
     files = files_to_push(folder, report)
