@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from deepdive.configs import GRPOArguments, SFTArguments
+from deepdive.configs import GRPOArguments, SFTArguments, without_secrets
 from deepdive.data import DATA_CARDS_DIR
 from deepdive.sampling import check_model_folder
 from deepdive.tasks import TASKS
@@ -176,7 +176,7 @@ def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCar
             "The recipe, as run (`recipe.yaml`):",
             "",
             "```yaml",
-            yaml.safe_dump(recipe, sort_keys=False).strip(),
+            yaml.safe_dump(without_secrets(recipe)[0], sort_keys=False).strip(),
             "```",
         ]
     lines += ["", "## Results", "", _metrics_table(results), ""]
