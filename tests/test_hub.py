@@ -1,5 +1,5 @@
 """Pushing to the Hub, with the Hub stood in for at the `huggingface_hub` client boundary: what a commit carries
-and what it must never carry (a token)."""
+and what it must never carry (a token, a local path)."""
 
 import pytest
 from conftest import fake_model_folder
@@ -58,3 +58,15 @@ def test_a_folder_holding_the_token_is_not_pushed(tmp_path, recording_hub):
     with pytest.raises(DataError, match=r"recipe.yaml: holds your Hugging Face token; remove it, then push again"):
         hub.push_folder(folder, "someone/tiny-sft")
     assert [call[0] for call in recording_hub.calls] == []
+
+
+@pytest.mark.parametrize("cwd, shown", [("elsewhere", "sft"), ("home", "runs/tiny/sft")])
+def test_the_commit_message_names_no_absolute_path(tmp_path, recording_hub, monkeypatch, cwd, shown):
+    home = tmp_path / "home"
+    folder = fake_model_folder(home / "runs" / "tiny" / "sft", {"model_name_or_path": str(home / "runs/tiny/base")})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / cwd)
+    hub.push_folder(folder, "someone/tiny-sft")
+    _, _, (_, uploaded, message) = recording_hub.calls
+    assert message == f"deepdive: upload the sft stage from {shown}"
+    assert str(tmp_path).encode() not in uploaded["README.md"]

@@ -149,7 +149,7 @@ def test_push_sends_the_model_card_data_cards_and_report(micro_run, tmp_path, fa
     )
     _, repo_id, files, message = create_commit
     assert repo_id == "someone/tiny-sft"
-    assert message == f"deepdive: upload the sft stage from {(run / 'sft').as_posix()}"
+    assert message == "deepdive: upload the sft stage from sft"  # no absolute local path
     assert files == sorted(
         ["README.md", "chat_template.jinja", "config.json", "eval.json", "generation_config.json", "metrics.json",
          "model.safetensors", "recipe.yaml", "tokenizer.json", "tokenizer_config.json", "report.md",

@@ -92,10 +92,11 @@ def push_folder(
     The model card is rebuilt for `repo_id` first. The token is a recipe's `hub_token` when it gave one, else the
     one `huggingface_hub` reads itself (`HF_TOKEN`, `hf auth login`); it is never logged or written, and a folder
     with it in any file to upload (e.g. a `recipe.yaml` from an older deepdive) is refused before the commit.
+    Local paths are not published: the commit message names the folder as the model card does.
     """
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
-    from deepdive.cards import write_model_card
+    from deepdive.cards import shown_path, write_model_card
     from deepdive.sampling import check_model_folder
     from deepdive.training import read_record
 
@@ -115,7 +116,7 @@ def push_folder(
     commit = api.create_commit(
         repo_id,
         operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()],
-        commit_message=f"deepdive: upload the {stage} stage from {folder.as_posix()}",
+        commit_message=f"deepdive: upload the {stage} stage from {shown_path(str(folder))}",
         repo_type="model",
     )
     (folder / "hub.json").write_text(
