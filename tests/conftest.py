@@ -2,6 +2,7 @@
 the recipes and check that training really changed what it should."""
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -116,6 +117,21 @@ def assert_every_hidden_matrix_moved(model_dir, base_dir) -> None:
     trained = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
     hidden = [name for name, tensor in base.items() if ".layers." in name and tensor.ndim == 2]
     assert hidden and [name for name in hidden if torch.equal(base[name], trained[name])] == []
+
+
+def fake_model_folder(folder: Path, recipe: dict, adapter_of: str | None = None) -> Path:
+    """A finished run folder as far as cards and pushes look at it (records and stand-in weight files, no training):
+    a full model, or with `adapter_of` a LoRA adapter on that base."""
+    folder.mkdir(parents=True)
+    if adapter_of:
+        (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": adapter_of, "r": 8}))
+        (folder / "adapter_model.safetensors").write_bytes(b"stand-in weights")
+    else:
+        (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 1}))
+        (folder / "model.safetensors").write_bytes(b"stand-in weights")
+    (folder / "metrics.json").write_text(json.dumps({"stage": "sft", "train_loss": 1.5}))
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,9 @@ import io
 import subprocess
 import sys
 
+import pytest
+
+from deepdive.cli import main
 from deepdive.sampling import sample_text
 
 
@@ -42,3 +45,49 @@ def test_command_line_names_a_missing_model(tmp_path):
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == f"error: --model: {tmp_path / 'nothing'} is not a model folder"
+
+
+@pytest.mark.parametrize("command", [["card"], ["eval", "--num_test_examples", "1"]])
+def test_card_and_eval_refuse_a_folder_that_holds_no_model(tmp_path, monkeypatch, command):
+    (tmp_path / "README.md").write_text("# My project\n")  # `deepdive card --model .` in a repository
+    (tmp_path / "config.json").write_text("{}")  # a config.json alone is not a model
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main([command[0], "--model", ".", *command[1:]])
+    assert stopped.value.code == (
+        "error: --model: . is not a model folder (it holds no config.json with .safetensors weights, nor a LoRA "
+        "adapter)"
+    )
+    assert (tmp_path / "README.md").read_text() == "# My project\n" and not (tmp_path / "eval.json").exists()
+
+
+class LoaderReached(Exception):
+    """Raised by the stand-in loader: the id got through to `from_pretrained`."""
+
+
+@pytest.mark.parametrize("command", ["sample", "chat"])
+def test_sample_and_chat_take_a_hub_id_with_its_owner(monkeypatch, command):
+    loaded = []
+
+    def from_pretrained(name, **kwargs):  # no network here: record what would be downloaded, then stop
+        loaded.append(name)
+        raise LoaderReached
+
+    for loader in ("AutoTokenizer", "AutoModelForCausalLM"):
+        monkeypatch.setattr(f"deepdive.sampling.{loader}.from_pretrained", from_pretrained)
+    with pytest.raises(LoaderReached):
+        main([command, "--model", "HuggingFaceTB/SmolLM2-135M", "--prompt", "Hi"])
+    assert loaded == ["HuggingFaceTB/SmolLM2-135M"]
+
+
+def test_a_hub_id_that_cannot_be_loaded_fails_in_one_line(monkeypatch):
+    def from_pretrained(name, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
+
+    monkeypatch.setattr("deepdive.sampling.AutoTokenizer.from_pretrained", from_pretrained)
+    with pytest.raises(SystemExit) as stopped:
+        main(["sample", "--model", "someone/no-such-model"])
+    assert stopped.value.code == (
+        "error: --model: someone/no-such-model is not a model folder nor loadable from the Hub (We couldn't connect "
+        "to 'https://huggingface.co' to load the files.)"
+    )

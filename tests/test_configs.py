@@ -6,7 +6,7 @@ import yaml
 from transformers import LlamaForCausalLM, TrainingArguments
 from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
 
-from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe
+from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe, save_recipe
 from deepdive.errors import RecipeError
 
 
@@ -120,3 +120,14 @@ def test_unknown_command_line_argument_is_named(tmp_path):
     config = write(tmp_path, "output_dir: out\n")
     with pytest.raises(RecipeError, match=r"unknown argument '--seq_lenn'; did you mean seq_len"):
         parse_recipe(PRETRAIN, ["--config", config, "--seq_lenn", "8"])
+
+
+def test_the_saved_recipe_leaves_out_credentials(tmp_path):
+    config = write(tmp_path, "learning_rate: 3e-4\nenv:\n  HF_TOKEN: hf_from_the_recipe\n  WANDB_PROJECT: deepdive\n")
+    for hub_token in (["--hub_token", "hf_from_the_command_line"], ["--hub_token=hf_from_the_command_line"]):
+        save_recipe(tmp_path / "run", ["--config", config, *hub_token, "--output_dir", "x"])
+        text = (tmp_path / "run" / "recipe.yaml").read_text()
+        assert "hf_from" not in text
+        assert "# Left out, as credentials are never written: hub_token, env.HF_TOKEN\n" in text
+        saved = yaml.safe_load(text)
+        assert saved == {"learning_rate": "3e-4", "env": {"WANDB_PROJECT": "deepdive"}, "output_dir": "x"}

@@ -141,7 +141,7 @@ def test_push_sends_the_model_card_data_cards_and_report(micro_run, tmp_path, fa
     url = hub.push_folder(run / "sft", "someone/tiny-sft", private=True, report=run / "report.md")
     assert url == "https://huggingface.co/someone/tiny-sft/commit/abc"
     init, create_repo, create_commit = fake_hub.calls
-    assert init == ("init", (), {})  # no token passed along: huggingface_hub reads it itself
+    assert init == ("init", (), {"token": None})  # no token passed along: huggingface_hub reads it itself
     assert create_repo == (
         "create_repo",
         "someone/tiny-sft",
@@ -149,7 +149,7 @@ def test_push_sends_the_model_card_data_cards_and_report(micro_run, tmp_path, fa
     )
     _, repo_id, files, message = create_commit
     assert repo_id == "someone/tiny-sft"
-    assert message == f"deepdive: upload the sft stage from {(run / 'sft').as_posix()}"
+    assert message == "deepdive: upload the sft stage from sft"  # no absolute local path
     assert files == sorted(
         ["README.md", "chat_template.jinja", "config.json", "eval.json", "generation_config.json", "metrics.json",
          "model.safetensors", "recipe.yaml", "tokenizer.json", "tokenizer_config.json", "report.md",

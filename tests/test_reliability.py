@@ -111,7 +111,7 @@ def test_a_non_finite_loss_stops_training_before_the_update(tmp_path, monkeypatc
 
 
 def test_the_hub_token_is_never_written(micro_base, tmp_path):
-    token = "hf_fake_token_that_must_not_leak"
+    token, override = "hf_fake_token_that_must_not_leak", "hf_fake_override_that_must_not_leak"
     output_dir = tmp_path / "sft"
     args = [
         "--config",
@@ -120,13 +120,34 @@ def test_the_hub_token_is_never_written(micro_base, tmp_path):
         str(micro_base),
         "--output_dir",
         str(output_dir),
+        "--hub_token",
+        override,
     ]
     result = run_recipe("sft.py", *args, "--save_strategy", "steps", "--save_steps", "2", env={"HF_TOKEN": token})
     written = [path for path in output_dir.rglob("*") if path.is_file()]
     assert any(path.name == "README.md" for path in written) and any("checkpoint-2" in str(path) for path in written)
+    assert any(path.name == "training_args.bin" for path in written)  # the Trainer pickles its arguments there
     for path in written:
-        assert token.encode() not in path.read_bytes(), path
-    assert token not in result.stdout + result.stderr
+        assert token.encode() not in path.read_bytes() and override.encode() not in path.read_bytes(), path
+    assert token not in result.stdout + result.stderr and override not in result.stdout + result.stderr
+
+
+def test_a_hub_token_override_is_kept_for_the_push_only(tmp_path, monkeypatch):
+    from transformers import TrainingArguments
+    from trl import ScriptArguments
+
+    from deepdive.configs import PretrainArguments, parse_recipe
+    from deepdive.training import start_run
+
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)  # no login: the override is the only token
+    token = "hf_fake_override_that_must_not_leak"
+    recipe = ["--config", str(REPO / "recipes/micro/pretrain.yaml"), "--output_dir", str(tmp_path / "run"),
+              "--push_to_hub", "true", "--hub_model_id", "someone/tiny", "--hub_token", token]  # fmt: skip
+    _, _, training_args = parse_recipe((ScriptArguments, PretrainArguments, TrainingArguments), recipe)
+    run = start_run(training_args)
+    assert run.push_to == "someone/tiny" and run.hub_token == token
+    assert training_args.hub_token is None  # what the Trainer saves into training_args.bin holds no token
+    assert token not in repr(run)
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])

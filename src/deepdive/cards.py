@@ -7,13 +7,15 @@ data, what it is for and where it fails. Nothing in it is typed by hand: it is r
 runs or a folder is pushed.
 """
 
+import os
 from pathlib import Path
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from deepdive.configs import GRPOArguments, SFTArguments
+from deepdive.configs import GRPOArguments, SFTArguments, without_secrets
 from deepdive.data import DATA_CARDS_DIR
+from deepdive.sampling import check_model_folder, is_hub_id
 from deepdive.tasks import TASKS
 from deepdive.training import read_record
 
@@ -32,14 +34,38 @@ DEFAULT_TASKS = {"sft": SFTArguments().tasks, "grpo": GRPOArguments().tasks}  # 
 LICENSE = "apache-2.0"
 
 
+def shown_path(text: str) -> str:
+    """A local absolute path as a card or a commit message shows it: relative to the working directory when it lies
+    there, else its last part, so that nothing published says where a user keeps their files (`/home/alice/...`).
+    Other text (a Hub id, a relative path, a prompt) is returned as it is."""
+    if not os.path.isabs(text) or len(Path(text).parts) < 3 or any(char.isspace() for char in text):
+        return text
+    path = Path(text)
+    if path.is_relative_to(Path.cwd()) and path != Path.cwd():
+        return path.relative_to(Path.cwd()).as_posix()
+    return path.name
+
+
+def _shown_paths(value):
+    """`value` (a recipe, or one of its fields) with every local absolute path in it as `shown_path` shows it."""
+    if isinstance(value, str):
+        return shown_path(value)
+    if isinstance(value, list):
+        return [_shown_paths(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _shown_paths(item) for key, item in value.items()}
+    return value
+
+
 def hub_id_of(model_name_or_path: str | None) -> str | None:
-    """The Hub id a model came from: itself when it is not a local folder, else the id its folder was pushed to."""
+    """The Hub id a model came from: the id its local folder was pushed to, else itself when it is a Hub id (a path
+    to a folder no longer there is not one)."""
     if not model_name_or_path:
         return None
     folder = Path(model_name_or_path)
     if folder.is_dir():
         return read_record(folder, "hub.json").get("repo_id")
-    return model_name_or_path
+    return model_name_or_path if is_hub_id(model_name_or_path) else None
 
 
 def data_used(stage: str, recipe: dict) -> tuple[list[str], list[str]]:
@@ -140,7 +166,7 @@ def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCar
     ]
     if parent:
         lines.append(
-            f"- Starting point: `{parent}`"
+            f"- Starting point: `{shown_path(parent)}`"
             + (
                 f" ([{base_model}](https://huggingface.co/{base_model}))"
                 if base_model and base_model != parent
@@ -156,7 +182,7 @@ def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCar
     elif hub_datasets:
         lines.append(f"- Data: {', '.join(f'[{d}](https://huggingface.co/datasets/{d})' for d in hub_datasets)}.")
     elif recipe.get("data_files"):
-        lines.append(f"- Data: local files {', '.join(map(str, recipe['data_files']))}.")
+        lines.append(f"- Data: local files {', '.join(shown_path(str(path)) for path in recipe['data_files'])}.")
     facts = [
         ("training time", f"{results['train_seconds'] / 60:.1f} min" if "train_seconds" in results else None),
         ("tokens seen", f"{results['train_tokens']:,}" if "train_tokens" in results else None),
@@ -166,7 +192,7 @@ def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCar
     lines += [f"- {label.capitalize()}: {value}." for label, value in facts if value]
     if adapter:
         lines.append(
-            f"- LoRA adapter (rank {adapter.get('r')}, alpha {adapter.get('lora_alpha')}) on `{parent}`; "
+            f"- LoRA adapter (rank {adapter.get('r')}, alpha {adapter.get('lora_alpha')}) on `{shown_path(parent)}`; "
             "`deepdive merge` folds it into the base weights."
         )
     if recipe:
@@ -175,11 +201,11 @@ def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCar
             "The recipe, as run (`recipe.yaml`):",
             "",
             "```yaml",
-            yaml.safe_dump(recipe, sort_keys=False).strip(),
+            yaml.safe_dump(_shown_paths(without_secrets(recipe)[0]), sort_keys=False).strip(),
             "```",
         ]
     lines += ["", "## Results", "", _metrics_table(results), ""]
-    lines += _usage(stage, repo_id or str(folder))
+    lines += _usage(stage, repo_id or shown_path(str(folder)))
     lines += [
         "",
         "## Intended use",
@@ -221,8 +247,9 @@ def _usage(stage: str, model_id: str) -> list[str]:
 
 
 def write_model_card(folder: str | Path, repo_id: str | None = None) -> Path:
-    """Write `README.md` (the model card) into a run folder; return its path."""
-    path = Path(folder) / "README.md"
+    """Write `README.md` (the model card) into a run folder, never into a folder that holds no model; return its
+    path."""
+    path = check_model_folder(folder) / "README.md"
     build_model_card(folder, repo_id).save(path)
     return path
 

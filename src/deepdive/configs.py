@@ -287,8 +287,25 @@ class GRPOArguments(RecipeArguments):
     eval_max_new_tokens: int = field(default=120, metadata={"help": "Reply budget of the held-out evaluation."})
 
 
+# Credentials a recipe may carry: used by the run, never written into its folder, its card or a push.
+SECRET_FIELDS = ("hub_token",)
+SECRET_ENV_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")  # HF_TOKEN, WANDB_API_KEY, ...
+
+
+def without_secrets(recipe: dict) -> tuple[dict, list[str]]:
+    """`recipe` less its credentials (`hub_token`, and `env` variables such as HF_TOKEN), and the names left out."""
+    kept = {name: value for name, value in recipe.items() if name not in SECRET_FIELDS}
+    left_out = [name for name in recipe if name in SECRET_FIELDS]
+    if isinstance(recipe.get("env"), dict):
+        secret = [name for name in recipe["env"] if any(word in str(name).upper() for word in SECRET_ENV_WORDS)]
+        kept["env"] = {name: value for name, value in recipe["env"].items() if name not in secret}
+        left_out += [f"env.{name}" for name in secret]
+    return kept, left_out
+
+
 def save_recipe(output_dir, args: list[str] | None = None) -> Path:
-    """Write the recipe a run used, its YAML file with the command-line overrides applied, as `recipe.yaml`."""
+    """Write the recipe a run used, its YAML file with the command-line overrides applied, as `recipe.yaml`;
+    credentials (`hub_token`, a token in `env`) are left out and only named."""
     args = list(sys.argv[1:] if args is None else args)
     recipe, overrides = {}, {}
     if "--config" in args:
@@ -304,10 +321,13 @@ def save_recipe(output_dir, args: list[str] | None = None) -> Path:
                 value = "true" if following.startswith("--") else following
             overrides[name] = yaml.safe_load(value)
     recipe.update(overrides)
+    recipe, secrets = without_secrets(recipe)
     path = Path(output_dir) / "recipe.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"# The recipe this folder was trained with (deepdive), overrides applied: {sorted(overrides) or 'none'}\n"
     )
+    if secrets:
+        header += f"# Left out, as credentials are never written: {', '.join(secrets)}\n"
     path.write_text(header + yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return path

@@ -241,13 +241,13 @@ def evaluate_folder(
     import time
 
     from deepdive.data import build_shakespeare, tokenize_documents
-    from deepdive.sampling import load_model_and_tokenizer
+    from deepdive.sampling import check_model_folder, load_model_and_tokenizer
     from deepdive.tasks import TASKS, check_task_names
     from deepdive.tokenizer import token_byte_lengths
     from deepdive.training import read_record, write_metrics
 
     started = time.time()
-    model, tokenizer = load_model_and_tokenizer(model_dir)
+    model, tokenizer = load_model_and_tokenizer(str(check_model_folder(model_dir)))  # a folder: eval.json goes in it
     folder = Path(model_dir)
     stage = read_record(folder, "metrics.json").get("stage")
     metrics = {"model": str(model_dir), "stage": stage, "parameters": sum(p.numel() for p in model.parameters())}

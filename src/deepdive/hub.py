@@ -46,8 +46,9 @@ UPLOADED = (
 )
 
 
-def check_push_settings(repo_id: str | None, field: str = "hub_model_id") -> str:
-    """One-line errors, before any training, for a push that cannot work: no or bad repo id, no token."""
+def check_push_settings(repo_id: str | None, field: str = "hub_model_id", token: str | None = None) -> str:
+    """One-line errors, before any training, for a push that cannot work: no or bad repo id, no token (neither
+    `token`, the recipe's `hub_token`, nor one `huggingface_hub` finds itself)."""
     from huggingface_hub import get_token
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -59,7 +60,7 @@ def check_push_settings(repo_id: str | None, field: str = "hub_model_id") -> str
         raise RecipeError(f"{field}: '{repo_id}' is not a valid Hub repo id; use 'user-or-org/name'") from None
     if "/" not in repo_id:
         raise RecipeError(f"{field}: '{repo_id}' needs its owner, as in 'your-name/{repo_id}'")
-    if get_token() is None:
+    if token is None and get_token() is None:
         raise RecipeError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (it is never written to disk)")
     return repo_id
 
@@ -79,30 +80,43 @@ def files_to_push(folder: str | Path, report: str | Path | None = None) -> dict[
     return files
 
 
-def push_folder(folder: str | Path, repo_id: str, private: bool = False, report: str | Path | None = None) -> str:
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    private: bool = False,
+    report: str | Path | None = None,
+    token: str | None = None,
+) -> str:
     """Upload a finished run folder to the Hub in one commit; return the commit URL.
 
-    The model card is rebuilt for `repo_id` first. The token comes from `HF_TOKEN` or `hf auth login`, read by
-    `huggingface_hub` itself: it is never passed through, logged or written.
+    The model card is rebuilt for `repo_id` first. The token is a recipe's `hub_token` when it gave one, else the
+    one `huggingface_hub` reads itself (`HF_TOKEN`, `hf auth login`); it is never logged or written, and a folder
+    with it in any file to upload (e.g. a `recipe.yaml` from an older deepdive) is refused before the commit.
+    Local paths are not published: the commit message names the folder as the model card does.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
-    from deepdive.cards import write_model_card
+    from deepdive.cards import shown_path, write_model_card
+    from deepdive.sampling import check_model_folder
     from deepdive.training import read_record
 
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
-        raise DataError(f"--model: {folder} is not a finished run folder (no config.json or adapter_config.json)")
-    check_push_settings(repo_id, "--repo_id")
+    folder = check_model_folder(folder)
+    check_push_settings(repo_id, "--repo_id", token)
     write_model_card(folder, repo_id)
     files = files_to_push(folder, report)
+    secret = (token or get_token()).encode()
+    for path in files.values():
+        if path.suffix != ".safetensors" and secret in path.read_bytes():
+            raise DataError(
+                f"{path}: holds your Hugging Face token; remove it, then push again (nothing was uploaded)"
+            )
     stage = read_record(folder, "metrics.json").get("stage", "model")
-    api = HfApi()
+    api = HfApi(token=token)
     api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
     commit = api.create_commit(
         repo_id,
         operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()],
-        commit_message=f"deepdive: upload the {stage} stage from {folder.as_posix()}",
+        commit_message=f"deepdive: upload the {stage} stage from {shown_path(str(folder))}",
         repo_type="model",
     )
     (folder / "hub.json").write_text(

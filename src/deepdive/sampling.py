@@ -5,20 +5,52 @@ repeatable. Streaming goes through `transformers.TextStreamer`, so what a person
 `generate` produces.
 """
 
-import os
 from pathlib import Path
 
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
 
 from deepdive.errors import DataError
 
 
+def check_model_folder(folder: str | Path) -> Path:
+    """`folder` if it holds a model (config.json and safetensors weights, or a LoRA adapter); else a one-line
+    DataError, so that nothing writes an evaluation or a model card (README.md) into a folder that is not a
+    model's, such as the repository itself."""
+    folder = Path(folder)
+    model = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    adapter = (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+    if not (model or adapter):
+        raise DataError(
+            f"--model: {folder} is not a model folder (it holds no config.json with .safetensors weights, "
+            "nor a LoRA adapter)"
+        )
+    return folder
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` has the form of a Hub model id: `name` or `owner/name` (e.g. `HuggingFaceTB/SmolLM2-135M`)."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def load_model_and_tokenizer(model_name_or_path: str, chat: bool = False):
-    """Load a model folder (or Hub id) for inference, weights from safetensors only."""
-    if not Path(model_name_or_path).is_dir() and os.sep in model_name_or_path:
+    """Load a model folder or a Hub id for inference, weights from safetensors only."""
+    if Path(model_name_or_path).is_dir():
+        check_model_folder(model_name_or_path)
+    elif not is_hub_id(model_name_or_path):
         raise DataError(f"--model: {model_name_or_path} is not a model folder")
-    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+    except OSError as error:  # a Hub id the Hub does not serve, or no network: transformers' first line says which
+        reason = str(error).strip().splitlines()[0]
+        raise DataError(
+            f"--model: {model_name_or_path} is not a model folder nor loadable from the Hub ({reason})"
+        ) from None
     if chat and tokenizer.chat_template is None:
         raise DataError(f"--model: {model_name_or_path} has no chat template; chat with an SFT or GRPO model")
     model = AutoModelForCausalLM.from_pretrained(model_name_or_path, use_safetensors=True)

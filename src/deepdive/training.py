@@ -11,7 +11,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +136,7 @@ def hardware() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"
 
 
-def hub_target(training_args) -> str | None:
+def hub_target(training_args, hub_token: str | None = None) -> str | None:
     """The Hub repo a recipe pushes to when it finishes, checked before training; None when it does not push.
 
     `push_to_hub` is taken over from the Trainer (which would push every checkpoint): the finished folder,
@@ -146,7 +146,7 @@ def hub_target(training_args) -> str | None:
         return None
     from deepdive.hub import check_push_settings
 
-    repo_id = check_push_settings(training_args.hub_model_id)
+    repo_id = check_push_settings(training_args.hub_model_id, token=hub_token)
     training_args.push_to_hub = False
     return repo_id
 
@@ -197,22 +197,28 @@ def check_lora_targets(model_args, model) -> None:
 
 @dataclass
 class Run:
-    """A recipe run's bookkeeping: where it writes, the checkpoint it resumes from, where it pushes, when it began."""
+    """A recipe run's bookkeeping: where it writes, the checkpoint it resumes from, where it pushes (with the
+    recipe's `hub_token`, if it gave one), when it began."""
 
     output_dir: Path
     resume_from: str | None
     push_to: str | None
     started: float
+    hub_token: str | None = field(default=None, repr=False)
 
 
 def start_run(training_args, overwrite: bool = False) -> Run:
     """Everything a recipe settles before it loads data: the seed, a writable output folder that holds no
-    finished run (unless `overwrite`), the newest complete checkpoint to resume from, the push settings."""
+    finished run (unless `overwrite`), the newest complete checkpoint to resume from, the push settings.
+
+    A `hub_token` is taken off `training_args` here, before any Trainer holds them: the Trainer pickles its
+    arguments, token included, into every `training_args.bin`; the run keeps it for its own push only."""
     started = time.time()
+    hub_token, training_args.hub_token = training_args.hub_token, None
     set_seed(training_args.seed)
     output_dir = prepare_output_dir(training_args.output_dir, overwrite)
     resume_from = None if overwrite else last_complete_checkpoint(output_dir)
-    return Run(output_dir, resume_from, hub_target(training_args), started)
+    return Run(output_dir, resume_from, hub_target(training_args, hub_token), started, hub_token)
 
 
 def finish_run(trainer, run: Run, metrics: dict) -> dict:
@@ -239,7 +245,9 @@ def finish_run(trainer, run: Run, metrics: dict) -> dict:
         if run.push_to:
             from deepdive.hub import push_folder
 
-            metrics["hub_commit_url"] = push_folder(run.output_dir, run.push_to, trainer.args.hub_private_repo)
+            metrics["hub_commit_url"] = push_folder(
+                run.output_dir, run.push_to, trainer.args.hub_private_repo, token=run.hub_token
+            )
     end_processes()
     return metrics
 
