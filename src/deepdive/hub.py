@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from deepdive.errors import DataError, RecipeError
+from deepdive.sampling import is_hub_id
 
 
 def merge_adapter(adapter_dir: str, output_dir: str) -> Path:
@@ -50,14 +51,11 @@ def check_push_settings(repo_id: str | None, field: str = "hub_model_id", token:
     """One-line errors, before any training, for a push that cannot work: no or bad repo id, no token (neither
     `token`, the recipe's `hub_token`, nor one `huggingface_hub` finds itself)."""
     from huggingface_hub import get_token
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if not repo_id:
         raise RecipeError(f"{field}: pushing needs a Hub repo id such as 'your-name/deepdive-tiny-sft'")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise RecipeError(f"{field}: '{repo_id}' is not a valid Hub repo id; use 'user-or-org/name'") from None
+    if not is_hub_id(repo_id):
+        raise RecipeError(f"{field}: '{repo_id}' is not a valid Hub repo id; use 'user-or-org/name'")
     if "/" not in repo_id:
         raise RecipeError(f"{field}: '{repo_id}' needs its owner, as in 'your-name/{repo_id}'")
     if token is None and get_token() is None:
