@@ -19,11 +19,11 @@ from deepdive.chat import load_chat_model
 from deepdive.configs import GRPOArguments, parse_recipe
 from deepdive.errors import DeepdiveError
 from deepdive.evaluation import evaluate_tasks
-from deepdive.optim import MuonAdamWTrainerMixin
 from deepdive.rewards import get_reward_funcs
 from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
     NonFiniteGuard,
+    RecipeTrainerMixin,
     check_lora_targets,
     finish_run,
     save_model,
@@ -34,7 +34,7 @@ from deepdive.training import (
 logger = logging.getLogger("deepdive.grpo")
 
 
-class MuonGRPOTrainer(MuonAdamWTrainerMixin, GRPOTrainer):
+class MuonGRPOTrainer(RecipeTrainerMixin, GRPOTrainer):
     """TRL's `GRPOTrainer` with Muon + AdamW when the recipe sets `muon_lr` (built after LoRA is added)."""
 
 

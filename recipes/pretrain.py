@@ -25,10 +25,10 @@ from deepdive.distributed import computed_once
 from deepdive.errors import DeepdiveError, RecipeError
 from deepdive.evaluation import bits_per_byte, token_stream
 from deepdive.modeling import build_llama_config, build_model, count_parameters
-from deepdive.optim import MuonAdamWTrainerMixin
 from deepdive.tokenizer import bytes_per_token, token_byte_lengths, train_tokenizer
 from deepdive.training import (
     NonFiniteGuard,
+    RecipeTrainerMixin,
     SampleGenerationCallback,
     bits_per_byte_metric,
     collate_blocks,
@@ -44,7 +44,7 @@ from deepdive.training import (
 logger = logging.getLogger("deepdive.pretrain")
 
 
-class MuonTrainer(MuonAdamWTrainerMixin, Trainer):
+class MuonTrainer(RecipeTrainerMixin, Trainer):
     """`transformers.Trainer` with Muon + AdamW when the recipe sets `muon_lr`."""
 
 
@@ -131,7 +131,8 @@ def main(script_args: ScriptArguments, args: PretrainArguments, training_args: T
     # Save: model + tokenizer + generation config + metrics, in plain Hugging Face format
     model.generation_config = default_generation_config(tokenizer)
     save_model(trainer, output_dir)
-    train_tokens = train_result.global_step * global_batch(training_args) * args.seq_len
+    # Tokens trained by this process: a resumed run's first steps were trained (and timed) by the one it resumes
+    train_tokens = (train_result.global_step - run.resumed_step) * global_batch(training_args) * args.seq_len
     metrics = {
         "stage": "pretrain",
         "val_bits_per_byte": final["bits_per_byte"],

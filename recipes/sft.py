@@ -20,10 +20,10 @@ from deepdive.configs import SFTArguments, parse_recipe
 from deepdive.data import load_conversations
 from deepdive.errors import DataError, DeepdiveError
 from deepdive.evaluation import evaluate_tasks
-from deepdive.optim import MuonAdamWTrainerMixin
 from deepdive.tasks import build_mixture, check_task_names
 from deepdive.training import (
     NonFiniteGuard,
+    RecipeTrainerMixin,
     check_lora_targets,
     finish_run,
     save_model,
@@ -34,7 +34,7 @@ from deepdive.training import (
 logger = logging.getLogger("deepdive.sft")
 
 
-class MuonSFTTrainer(MuonAdamWTrainerMixin, SFTTrainer):
+class MuonSFTTrainer(RecipeTrainerMixin, SFTTrainer):
     """TRL's `SFTTrainer` with Muon + AdamW when the recipe sets `muon_lr` (built after LoRA is added)."""
 
 

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, run_recipe
 from safetensors.torch import load_file
 
-from deepdive.training import last_complete_checkpoint
+from deepdive.training import last_complete_checkpoint, read_record
 
 
 LONG_MICRO = [
@@ -42,13 +42,21 @@ def test_pretraining_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path
     assert not (killed_dir / "metrics.json").exists(), "the run finished before it could be killed"
     killed_at = last_complete_checkpoint(killed_dir)
 
-    run_recipe("pretrain.py", *LONG_MICRO, "--output_dir", str(killed_dir))  # the same command again
+    resumed = run_recipe("pretrain.py", *LONG_MICRO, "--output_dir", str(killed_dir))  # the same command again
     reference_weights, reference_losses = final_state(reference_dir)
     resumed_weights, resumed_losses = final_state(killed_dir)
-    assert int(killed_at.rsplit("-", 1)[1]) < 240
+    step = int(killed_at.rsplit("-", 1)[1])
+    assert step < 240
     for name, weight in reference_weights.items():
         assert torch.allclose(weight, resumed_weights[name], atol=1e-3), name
     assert resumed_losses == pytest.approx(reference_losses, abs=1e-3)
+
+    # It says so, does not warn about the tied output head, and counts only the tokens it trained itself
+    assert f"resuming from {killed_at}: step {step} of 240" in resumed.stderr
+    assert "missing keys" not in resumed.stderr
+    reference, record = read_record(reference_dir, "metrics.json"), read_record(killed_dir, "metrics.json")
+    assert record["resumed_from_step"] == step and "resumed_from_step" not in reference
+    assert record["train_tokens"] == reference["train_tokens"] * (240 - step) // 240
 
 
 def test_a_checkpoint_cut_off_mid_save_is_never_loaded(tmp_path):

@@ -7,6 +7,7 @@ finished run (model, tokenizer, generation config, metrics JSON) in plain Huggin
 """
 
 import json
+import logging
 import math
 import os
 import re
@@ -20,6 +21,10 @@ import torch.nn.functional as F
 from transformers import GenerationConfig, TrainerCallback, set_seed
 
 from deepdive.errors import RecipeError, TrainingError
+from deepdive.optim import MuonAdamWTrainerMixin
+
+
+logger = logging.getLogger("deepdive")
 
 
 def collate_blocks(rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -205,6 +210,7 @@ class Run:
     push_to: str | None
     started: float
     hub_token: str | None = field(default=None, repr=False)
+    resumed_step: int = 0  # the optimizer steps already taken in the checkpoint resumed from
 
 
 def start_run(training_args, overwrite: bool = False) -> Run:
@@ -218,7 +224,10 @@ def start_run(training_args, overwrite: bool = False) -> Run:
     set_seed(training_args.seed)
     output_dir = prepare_output_dir(training_args.output_dir, overwrite)
     resume_from = None if overwrite else last_complete_checkpoint(output_dir)
-    return Run(output_dir, resume_from, hub_target(training_args, hub_token), started, hub_token)
+    resumed_step = checkpoint_step(resume_from) if resume_from else 0
+    if resume_from:
+        logger.info("resuming from %s: step %d of %s", resume_from, resumed_step, training_args.max_steps or "all")
+    return Run(output_dir, resume_from, hub_target(training_args, hub_token), started, hub_token, resumed_step)
 
 
 def finish_run(trainer, run: Run, metrics: dict) -> dict:
@@ -229,6 +238,8 @@ def finish_run(trainer, run: Run, metrics: dict) -> dict:
     from deepdive.configs import save_recipe
     from deepdive.distributed import check_replicas, end_processes, holds_replicas
 
+    if run.resume_from:
+        metrics["resumed_from_step"] = run.resumed_step
     metrics.update(
         wall_seconds=time.time() - run.started,
         hardware=hardware(),
@@ -281,8 +292,6 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     The Trainer writes `trainer_state.json` last, after the weights, optimizer, scheduler and RNG states, so a
     checkpoint without a readable one was cut off mid-save (a crash, `kill -9`) and is skipped, never loaded.
     """
-    import logging
-
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
@@ -291,10 +300,30 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
         try:
             json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            logging.getLogger("deepdive").warning("skipping %s: its save did not finish", checkpoint)
+            logger.warning("skipping %s: its save did not finish", checkpoint)
             continue
         return str(checkpoint)
     return None
+
+
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """The optimizer steps a complete checkpoint had taken (its `trainer_state.json`)."""
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+
+
+class RecipeTrainerMixin(MuonAdamWTrainerMixin):
+    """Listed before a `transformers.Trainer` or a TRL trainer in a recipe's trainer class: the recipe's
+    optimizer (`MuonAdamWTrainerMixin`) and a resume that does not warn about tied weights.
+
+    A checkpoint stores a tied output head once, as the embedding it shares (safetensors keeps no two names
+    for one tensor), so loading it reports `lm_head.weight` missing although the head is restored with the
+    embedding; only keys missing for another reason are worth a warning.
+    """
+
+    def _issue_warnings_after_load(self, load_result):
+        tied = set(getattr(self.accelerator.unwrap_model(self.model), "all_tied_weights_keys", None) or ())
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
 
 class NonFiniteGuard(TrainerCallback):
