@@ -6,7 +6,7 @@ import pytest
 from deepdive.data import build_shakespeare, read_data_card
 from deepdive.errors import DataError
 from deepdive.tasks import TASKS, build_mixture, get_task, shares_of
-from deepdive.tasks.arithmetic import OPENINGS, worked_addition, worked_subtraction
+from deepdive.tasks.arithmetic import CLOSINGS, OPENINGS, worked_addition, worked_subtraction
 from deepdive.tasks.arithmetic import PHRASINGS as ARITHMETIC_PHRASINGS
 from deepdive.tasks.common import final_answer, phrasings_of
 from deepdive.tasks.shakespeare import PHRASINGS as SHAKESPEARE_PHRASINGS
@@ -164,17 +164,30 @@ def test_arithmetic_works_column_by_column_and_is_right():
         assert {reply(example).split()[1] for example in generated(name)[1]} == {"+", "-"}
 
 
+def asked_forms(phrasing: str, a: str, b: str) -> set[str]:
+    """Every question `ask` can make of one phrasing: each opening and closing, with or without the final mark."""
+    question = phrasing.format(a=a, b=b)
+    body, mark = (question[:-1], question[-1]) if question[-1] in "?." else (question, "")
+    return {
+        (opening + body + closing + end).lower() for opening in OPENINGS for closing in CLOSINGS for end in {mark, ""}
+    }
+
+
 def arithmetic_phrasing_of(example: dict) -> str:
-    """The phrasing that, with an opening and the reply's operands, gives the question (case aside)."""
+    """The phrasing that, with an opening, a closing and the reply's operands, gives the question (case aside)."""
     a, op, b = re.match(r"(\d+) ([+-]) (\d+)\n", reply(example)).groups()
     asked = question(example).lower()
-    (phrasing,) = {
-        phrasing
-        for phrasing in ARITHMETIC_PHRASINGS[op]
-        for opening in OPENINGS
-        if (opening + phrasing.format(a=a, b=b)).lower() == asked
-    }
+    (phrasing,) = {phrasing for phrasing in ARITHMETIC_PHRASINGS[op] if asked in asked_forms(phrasing, a, b)}
     return phrasing
+
+
+def test_arithmetic_questions_come_with_openings_closings_and_unpunctuated():
+    """People add words around a question and drop its question mark: the generator does too."""
+    questions = [question(example) for example in generated("arithmetic")[0]]
+    assert sum(q.startswith(tuple(o for o in OPENINGS if o)) for q in questions) > len(questions) // 5
+    closed = [q for q in questions if q.lower().rstrip("?.").endswith(tuple(c.lower() for c in CLOSINGS if c))]
+    assert len(closed) > len(questions) // 5
+    assert 0.05 < sum(not q.endswith(("?", ".")) for q in questions) / len(questions) < 0.4
 
 
 def test_arithmetic_test_split_asks_only_in_phrasings_held_out_of_training():

@@ -30,6 +30,8 @@ EXPRESSIONS = {
             "{a} and {b} added together",
             "{b} added to {a}",
             "{a} increased by {b}",
+            "{a} with {b} added",
+            "{a} and {b} combined",
         ],
     },
     "-": {
@@ -41,12 +43,27 @@ EXPRESSIONS = {
             "{a} take away {b}",
             "{a} decreased by {b}",
             "{a} less {b}",
+            "{a} with {b} taken away",
+            "{a} without {b}",
         ],
     },
 }
-ASKING = ["What is {x}?", "What's {x}?", "How much is {x}?", "Do you know {x}?", "What do you get for {x}?"]
+ASKING = [
+    "What is {x}?",
+    "What's {x}?",
+    "Whats {x}?",
+    "How much is {x}?",
+    "Do you know {x}?",
+    "What do you get for {x}?",
+    "What is the result of {x}?",
+    "Can you tell me {x}?",
+    "Any idea what {x} is?",
+    "How much does {x} come to?",
+    "What does {x} make?",
+]
 TELLING = ["Compute {x}.", "Calculate {x}.", "Work out {x}.", "Find {x}.", "Evaluate {x}.", "Solve {x}.",
-           "Figure out {x}.", "Give me {x}.", "Please compute {x}.", "Tell me {x}."]  # fmt: skip
+           "Figure out {x}.", "Give me {x}.", "Please compute {x}.", "Tell me {x}.", "I need {x}.",
+           "Show me {x}.", "Do {x}.", "Quick one: {x}."]  # fmt: skip
 BARE = ["{x}", "{x} = ?", "{x}=?", "{x} equals what?"]  # only with symbols: "the sum of 3 and 4 = ?" is no question
 SENTENCES = {
     "+": [
@@ -62,6 +79,13 @@ SENTENCES = {
         "If you put {a} and {b} together, how many is that?",
         "Start at {a} and count on {b}. Where do you end?",
         "{a} people came in the morning and {b} in the afternoon. How many came in all?",
+        "Add up {a} and {b}.",
+        "How much do {a} and {b} make together?",
+        "Put {a} and {b} together.",
+        "{a} and {b} make what?",
+        "What's the total if I add {b} to {a}?",
+        "I scored {a} points, then {b} more. What is my score?",
+        "The first box weighs {a} grams and the second {b} grams. What do they weigh together?",
     ],
     "-": [
         "Subtract {b} from {a}.",
@@ -76,6 +100,13 @@ SENTENCES = {
         "A tank holds {a} litres and {b} are drained. How many litres remain?",
         "By how much does {a} exceed {b}?",
         "{a} people came and {b} left. How many stayed?",
+        "Deduct {b} from {a}.",
+        "Remove {b} from {a}.",
+        "What is left if you take {b} from {a}?",
+        "How far is {b} from {a}?",
+        "{a} minus {b} makes what?",
+        "I had {a} stamps and gave away {b}. How many do I have now?",
+        "A road is {a} metres long and {b} are paved. How many metres are not?",
     ],
 }
 
@@ -92,7 +123,22 @@ def all_phrasings(op: str) -> list[str]:
 PHRASINGS = {op: all_phrasings(op) for op in EXPRESSIONS}
 
 # Openings and case a question may come in, crossed with every phrasing above.
-OPENINGS = ("", "", "", "Hi! ", "Quick question: ", "Hey, ", "Math time. ", "Help me with this: ")
+OPENINGS = (
+    "",
+    "",
+    "",
+    "",
+    "Hi! ",
+    "Quick question: ",
+    "Hey, ",
+    "Math time. ",
+    "Help me with this: ",
+    "Ok so ",
+    "Question: ",
+    "Hello. ",
+)
+# Words a person may add at the end ("... 789 for me?"): the number is over where its digits stop.
+CLOSINGS = ("", "", "", "", "", " please", " for me", ", thanks", ", please", " quickly", " now", " again")
 # One call samples at most this many problems without repeats, which keeps rejection sampling quick.
 MAX_EXAMPLES = 100_000
 
@@ -135,12 +181,16 @@ PROBLEM = re.compile(r"(\d+) ([+-]) (\d+)")  # the restated problem on a reply's
 
 
 def ask(rng: random.Random, phrasings: list[str], a: int, b: int) -> str:
-    """One question: a phrasing of the split, an opening, and now and then all in lower case."""
-    opening, question = rng.choice(OPENINGS), rng.choice(phrasings).format(a=a, b=b)
-    if opening.endswith(", "):
+    """One question: a phrasing of the split with an opening and a closing; now and then in lower case or
+    without its final punctuation, as people type."""
+    opening, question, closing = rng.choice(OPENINGS), rng.choice(phrasings).format(a=a, b=b), rng.choice(CLOSINGS)
+    if opening.endswith((", ", "so ")):
         question = question[0].lower() + question[1:]
-    question = opening + question
-    return question.lower() if rng.random() < 0.2 else question
+    body, mark = (question[:-1], question[-1]) if question[-1] in "?." else (question, "")
+    if rng.random() < 0.15:
+        mark = ""
+    question = opening + body + closing + mark
+    return question.lower() if rng.random() < 0.2 and not question.startswith("I ") else question
 
 
 class Arithmetic(IntegerAnswer):
