@@ -79,9 +79,10 @@ def tiny_optimizer(stage: str) -> list[str]:
     return [arg for name in fields for arg in (f"--{name}", str(recipe[name]))]
 
 
-def train_micro_in_process(stage: str, model_dir, output_dir, *extra: str, monkeypatch) -> object:
-    """Run `recipes/<stage>.py`'s `main` on its micro recipe in this process and return the Trainer it trained
-    with, so a test sees the model as training left it (a LoRA run saves only the adapter)."""
+def train_in_process(stage: str, config: str, model_dir, output_dir, *extra: str, monkeypatch) -> object:
+    """Run `recipes/<stage>.py`'s `main` on the recipe `config` (a path from the repository root) in this process
+    and return the Trainer it trained with, so a test sees the model as training left it (a LoRA run saves only
+    the adapter)."""
     sys.path.insert(0, str(REPO / "recipes"))
     recipe, trainers = importlib.import_module(stage), []
     build_trainer = recipe.build_trainer
@@ -91,10 +92,16 @@ def train_micro_in_process(stage: str, model_dir, output_dir, *extra: str, monke
         return trainers[-1]
 
     monkeypatch.setattr(recipe, "build_trainer", keep_trainer)
-    config = ["--config", str(REPO / "recipes" / "micro" / f"{stage}.yaml")]
-    recipe.main(*parse_recipe(STAGES[stage], [*config, "--model_name_or_path", str(model_dir),
+    recipe.main(*parse_recipe(STAGES[stage], ["--config", str(REPO / config), "--model_name_or_path", str(model_dir),
                                               "--output_dir", str(output_dir), *extra]))  # fmt: skip
     return trainers[0]
+
+
+def train_micro_in_process(stage: str, model_dir, output_dir, *extra: str, monkeypatch) -> object:
+    """`train_in_process` on the micro recipe of `stage`."""
+    return train_in_process(
+        stage, f"recipes/micro/{stage}.yaml", model_dir, output_dir, *extra, monkeypatch=monkeypatch
+    )
 
 
 def assert_only_the_adapter_trained(model, base_dir) -> None:

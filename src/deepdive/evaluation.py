@@ -110,7 +110,9 @@ def generate_replies(
     """Replies to each conversation's prompt, greedy (temperature 0) or `num_samples` sampled ones each.
 
     Returns (reply texts, whether each reply stopped with `<|im_end|>`), `num_samples` consecutive entries per
-    conversation. Several processes each answer a share of the conversations.
+    conversation. Several processes each answer a share of the conversations. Only the model's own distribution
+    is decoded: a repetition penalty in the model folder's generation config (Qwen2.5-Instruct ships one) is not
+    applied, so scores mean the same for every model.
     """
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     greedy = temperature == 0
@@ -138,6 +140,7 @@ def generate_replies(
                 temperature=None if greedy else temperature,
                 top_k=None if greedy else 0,
                 top_p=None if greedy else 1.0,
+                repetition_penalty=1.0,
                 eos_token_id=end_of_turn,
                 pad_token_id=tokenizer.pad_token_id,
             )
