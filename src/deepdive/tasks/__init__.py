@@ -24,7 +24,7 @@ from deepdive.tasks.spelling import Spelling
 TASKS: dict[str, object] = {
     task.name: task
     for task in (
-        Arithmetic("arithmetic", {2: 0.45, 3: 0.45, 4: 0.10}),
+        Arithmetic("arithmetic", {1: 0.10, 2: 0.35, 3: 0.45, 4: 0.10}),
         Arithmetic("long_arithmetic", {4: 1.0}, held_out_phrasings=False),
         Identity(),
         ShakespeareQA(),

@@ -5,7 +5,7 @@ one token. The reply restates the problem, then spreads the work over one short 
 right, with its carry or borrow ("7+6=13, write 3 carry 1"), and ends with `Answer: <number>`, which `check`
 parses (the last such line counts) and `has_final_answer` looks for. Subtraction never goes below zero.
 Keys are the problems themselves, with addition unordered: 286 + 347 is held out together with 347 + 286.
-Two variants differ in operand length: `arithmetic` (2 to 4 digits, for SFT) and `long_arithmetic` (4 digits
+Two variants differ in operand length: `arithmetic` (1 to 4 digits, for SFT) and `long_arithmetic` (4 digits
 on both sides, the RL stage's frontier).
 """
 
