@@ -245,6 +245,19 @@ def test_accelerate_configs_cover_one_cpu_to_many_nodes():
     assert (args.num_machines, args.num_processes, args.machine_rank) == (4, 32, 3)
 
 
+def test_fsdp_without_gpus_stops_before_training(tmp_path):
+    """accelerate shards only GPU processes: on CPUs fsdp.yaml would run plain data parallel, unannounced.
+    (zero*.yaml stop in `accelerate launch` itself when DeepSpeed is not installed.)"""
+    accelerate = Path(sys.executable).parent / "accelerate"
+    result = subprocess.run(
+        [str(accelerate), "launch", "--config_file", "accelerate_configs/fsdp.yaml", "--num_processes", "2",
+         "recipes/sft.py", "--config", "recipes/micro/sft.yaml", "--output_dir", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0 and not (tmp_path / "run").exists()
+    assert "error: accelerate config: " in result.stderr and "shards the model over GPUs" in result.stderr
+
+
 # --- Slurm ----------------------------------------------------------------------------------------------------
 
 SLURM = REPO / "scripts/slurm/train.slurm"

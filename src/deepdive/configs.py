@@ -109,6 +109,7 @@ class PretrainArguments(RecipeArguments):
 def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple:
     """Parse `--config <yaml>` plus command-line overrides into instances of `dataclass_types`, and fit the
     recipe's global batch to the processes it was launched with."""
+    check_sharding_has_gpus()
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and not torch.cuda.is_available():  # torchrun without GPUs: the processes join over gloo
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
@@ -141,6 +142,21 @@ def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple
         logging.getLogger("deepdive").setLevel(logging.WARNING)
     fit_global_batch(training_args, recipe_args.global_batch_size)
     return tuple(parsed)
+
+
+# accelerate's launch flags for sharded training, and the config a CPU user wants instead
+SHARDING = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed ZeRO"}
+
+
+def check_sharding_has_gpus() -> None:
+    """Stop a sharded launch (`accelerate_configs/fsdp.yaml`, `zero*.yaml`) on a machine without GPUs: accelerate
+    shards only GPU processes, and on CPU processes it would quietly run plain data parallel instead."""
+    for flag, name in SHARDING.items():
+        if os.environ.get(flag, "").lower() == "true" and not torch.cuda.is_available():
+            raise RecipeError(
+                f"accelerate config: {name} shards the model over GPUs and this machine has none; "
+                "launch with accelerate_configs/cpu_ddp.yaml (or cpu.yaml) instead"
+            )
 
 
 def fit_global_batch(training_args, global_batch_size: int | None) -> None:
