@@ -1,7 +1,10 @@
 """Pushing to the Hub, with the Hub stood in for at the `huggingface_hub` client boundary: what a commit carries
 and what it must never carry (a token, a local path)."""
 
+import json
+
 import pytest
+import yaml
 from conftest import fake_model_folder
 
 from deepdive import hub
@@ -25,7 +28,12 @@ class RecordingHub:
         RecordingHub.calls.append(("create_repo", repo_id))
 
     def create_commit(self, repo_id, operations, commit_message, **kwargs):
-        uploaded = {op.path_in_repo: open(op.path_or_fileobj, "rb").read() for op in operations}
+        uploaded = {
+            op.path_in_repo: op.path_or_fileobj
+            if isinstance(op.path_or_fileobj, bytes)
+            else open(op.path_or_fileobj, "rb").read()
+            for op in operations
+        }
         RecordingHub.calls.append(("create_commit", uploaded, commit_message))
         return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
 
@@ -70,3 +78,31 @@ def test_the_commit_message_names_no_absolute_path(tmp_path, recording_hub, monk
     _, _, (_, uploaded, message) = recording_hub.calls
     assert message == f"deepdive: upload the sft stage from {shown}"
     assert str(tmp_path).encode() not in uploaded["README.md"]
+
+
+def test_the_records_uploaded_name_no_absolute_path(tmp_path, recording_hub, monkeypatch):
+    """recipe.yaml, eval.json, metrics.json and a LoRA adapter's config go up with local paths shown as the card
+    shows them; an adapter's base that was pushed is named by its Hub id, so the adapter loads from the Hub."""
+    home = tmp_path / "home"
+    base = fake_model_folder(home / "runs" / "tiny" / "base", {"learning_rate": 1e-3})
+    (base / "hub.json").write_text(json.dumps({"repo_id": "someone/tiny-base"}))
+    recipe = {
+        "model_name_or_path": str(base),
+        "output_dir": str(home / "runs/tiny/sft"),
+        "data_files": [str(home / "chats.jsonl")],
+    }
+    folder = fake_model_folder(home / "runs" / "tiny" / "sft", recipe, adapter_of=str(base))
+    (folder / "eval.json").write_text(json.dumps({"model": str(folder), "arithmetic_accuracy": 0.5}))
+    monkeypatch.chdir(home)
+    hub.push_folder(folder, "someone/tiny-sft")
+    _, _, (_, uploaded, _) = recording_hub.calls
+    records = {name: uploaded[name] for name in ("recipe.yaml", "eval.json", "metrics.json", "adapter_config.json")}
+    assert [name for name, data in records.items() if str(tmp_path).encode() in data] == []
+    assert yaml.safe_load(records["recipe.yaml"]) == {
+        "model_name_or_path": "runs/tiny/base",
+        "output_dir": "runs/tiny/sft",
+        "data_files": ["chats.jsonl"],
+    }
+    assert json.loads(records["eval.json"]) == {"model": "runs/tiny/sft", "arithmetic_accuracy": 0.5}
+    assert json.loads(records["adapter_config.json"]) == {"base_model_name_or_path": "someone/tiny-base", "r": 8}
+    assert (folder / "eval.json").read_text().count(str(folder)) == 1  # the local records are left as they are

@@ -46,14 +46,14 @@ def shown_path(text: str) -> str:
     return path.name
 
 
-def _shown_paths(value):
+def shown_paths(value):
     """`value` (a recipe, or one of its fields) with every local absolute path in it as `shown_path` shows it."""
     if isinstance(value, str):
         return shown_path(value)
     if isinstance(value, list):
-        return [_shown_paths(item) for item in value]
+        return [shown_paths(item) for item in value]
     if isinstance(value, dict):
-        return {key: _shown_paths(item) for key, item in value.items()}
+        return {key: shown_paths(item) for key, item in value.items()}
     return value
 
 
@@ -201,7 +201,7 @@ def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCar
             "The recipe, as run (`recipe.yaml`):",
             "",
             "```yaml",
-            yaml.safe_dump(_shown_paths(without_secrets(recipe)[0]), sort_keys=False).strip(),
+            yaml.safe_dump(shown_paths(without_secrets(recipe)[0]), sort_keys=False).strip(),
             "```",
         ]
     lines += ["", "## Results", "", _metrics_table(results), ""]

@@ -8,6 +8,9 @@ template included, which loads anywhere without `peft`.
 import json
 from pathlib import Path
 
+import yaml
+
+from deepdive.cards import data_card_paths, hub_id_of, shown_path, shown_paths, write_model_card
 from deepdive.errors import DataError, RecipeError
 from deepdive.sampling import is_hub_id
 
@@ -63,10 +66,26 @@ def check_push_settings(repo_id: str | None, field: str = "hub_model_id", token:
     return repo_id
 
 
+# The run's own records, published with their local absolute paths shown as the model card shows them
+RECORDS = ("recipe.yaml", "eval.json", "metrics.json", "adapter_config.json")
+
+
+def published_record(name: str, path: Path) -> bytes:
+    """A record as it is uploaded: every local absolute path in it shown as `shown_path` shows it; a LoRA adapter's
+    base model, when it is a local folder that was pushed, named by its Hub id so the adapter loads from the Hub."""
+    text = path.read_text(encoding="utf-8")
+    record = yaml.safe_load(text) if name.endswith(".yaml") else json.loads(text)
+    if name == "adapter_config.json" and record.get("base_model_name_or_path"):
+        base = record["base_model_name_or_path"]
+        record["base_model_name_or_path"] = hub_id_of(base) or base
+    record = shown_paths(record)
+    if name.endswith(".yaml"):
+        return yaml.safe_dump(record, sort_keys=False).encode()
+    return (json.dumps(record, indent=2) + "\n").encode()
+
+
 def files_to_push(folder: str | Path, report: str | Path | None = None) -> dict[str, Path]:
     """{path in the repo: local file} for a run folder, its linked data cards and the run's report card."""
-    from deepdive.cards import data_card_paths
-
     folder = Path(folder)
     files = {path.name: path for pattern in UPLOADED for path in sorted(folder.glob(pattern)) if path.is_file()}
     files.update({f"data_cards/{path.name}": path for path in data_card_paths(folder) if path.is_file()})
@@ -90,11 +109,11 @@ def push_folder(
     The model card is rebuilt for `repo_id` first. The token is a recipe's `hub_token` when it gave one, else the
     one `huggingface_hub` reads itself (`HF_TOKEN`, `hf auth login`); it is never logged or written, and a folder
     with it in any file to upload (e.g. a `recipe.yaml` from an older deepdive) is refused before the commit.
-    Local paths are not published: the commit message names the folder as the model card does.
+    Local paths are not published: the commit message names the folder as the model card does, and the run's
+    records (`recipe.yaml`, `eval.json`, ...) go up with their local paths shown the same way.
     """
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
-    from deepdive.cards import shown_path, write_model_card
     from deepdive.sampling import check_model_folder
     from deepdive.training import read_record
 
@@ -113,7 +132,12 @@ def push_folder(
     api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
     commit = api.create_commit(
         repo_id,
-        operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()],
+        operations=[
+            CommitOperationAdd(
+                path_in_repo=name, path_or_fileobj=published_record(name, path) if name in RECORDS else str(path)
+            )
+            for name, path in files.items()
+        ],
         commit_message=f"deepdive: upload the {stage} stage from {shown_path(str(folder))}",
         repo_type="model",
     )
