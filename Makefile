@@ -33,7 +33,7 @@ HUB_MODEL_ID ?=
 PRIVATE ?=
 STAGES := base sft grpo
 
-.PHONY: all seeds install pretrain sft grpo eval report push chat sample test bench style quality clean
+.PHONY: all seeds install pretrain sft grpo eval report push chat sample test bench gpu-check style quality clean
 
 install: $(STAMP)
 
@@ -113,6 +113,11 @@ test: $(STAMP)
 # stdout, figures in bench/results/<name>.json. One benchmark: make bench ARGS=trainer_overhead
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
+
+# The GPU paths (one-GPU pipeline, d12 throughput and MFU, FSDP, vLLM) in a few minutes, one table. ARGS=--cpu
+# runs the same checks shrunk on the CPU.
+gpu-check: $(STAMP)
+	$(BIN)/python -m bench.gpu_check $(ARGS)
 
 style: $(STAMP)
 	$(BIN)/ruff format .

@@ -37,6 +37,8 @@ CASES = [
      ["--data_files", "{tmp}/docs.jsonl"], "data_files: {tmp}/docs.jsonl line 1 has no string field 'text'"),
     ("vocab size below the tokenizer's", "pretrain", {}, ["--tokenizer_name_or_path", "{base}", "--vocab_size", "100"],
      "vocab_size: 100 is smaller than the tokenizer's"),
+    ("eval stride not shorter than the sequence", "pretrain", {}, ["--eval_stride", "64"],
+     "eval_stride: 64 must be at least 1 and below seq_len (64)"),
     ("output path not writable", "pretrain", {"file": "not a folder"}, ["--output_dir", "{tmp}/file/run"],
      "output_dir: cannot write to {tmp}/file/run"),
     ("conversation with an unknown role", "sft", {"c.jsonl": jsonl({"messages": [{"role": "robot", "content": "x"}, *CHAT]})},

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -53,3 +54,18 @@ def test_quick_benchmarks_write_their_results(tmp_path):
     assert 0 < default["generation_seconds_per_step"] < default["step_seconds"]
     assert default["replies_per_second"] > 0
     assert "| deepdive (recipe -> Trainer -> accelerate) |" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_its_checks_on_the_cpu():
+    """`make gpu-check ARGS=--cpu`: the script a GPU machine runs, shrunk on the CPU, passes its own checks and
+    says which ones need GPUs."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check", "--cpu"], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in result.stdout.splitlines()[-4:]}
+    assert rows["micro pipeline, one device"][0] == "ok" and "val bpb" in rows["micro pipeline, one device"][2]
+    d12 = rows["d12 shape, pretraining throughput"]
+    assert d12[0] == "ok" and re.search(r"[\d,]+ tokens/s, MFU \d+\.\d%", d12[2])
+    assert rows["FSDP over every GPU"][:2] == ["skipped", "0"] and rows["GRPO with vLLM"][0] == "skipped"
