@@ -16,7 +16,7 @@ from conftest import REPO, launch
 from deepdive.configs import fit_global_batch
 from deepdive.distributed import parameter_fingerprints, replica_mismatch
 from deepdive.errors import RecipeError
-from deepdive.training import read_record
+from deepdive.records import read_record
 
 
 # --- The global batch ----------------------------------------------------------------------------------------

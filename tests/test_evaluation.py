@@ -5,8 +5,7 @@ import pytest
 import torch
 from transformers.trainer_utils import EvalPrediction
 
-from deepdive.evaluation import bits_per_byte, window_starts
-from deepdive.training import bits_per_byte_metric, sum_token_nll
+from deepdive.evaluation import bits_per_byte, bits_per_byte_metric, sum_token_nll, window_starts
 
 
 class UnigramModel(torch.nn.Module):

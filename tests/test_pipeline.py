@@ -127,10 +127,8 @@ class FakeHub:
 
 @pytest.fixture
 def fake_hub(monkeypatch):
-    import huggingface_hub
-
     FakeHub.calls = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
+    monkeypatch.setattr(hub, "HfApi", FakeHub)  # the `huggingface_hub` client deepdive.hub calls
     monkeypatch.setenv("HF_TOKEN", "hf_do_not_leak_this_token")
     return FakeHub
 
@@ -173,7 +171,7 @@ def test_push_sends_the_model_card_data_cards_and_report(micro_run, tmp_path, fa
     ],
 )
 def test_push_settings_fail_in_one_line(monkeypatch, repo_id, token, message):
-    monkeypatch.setattr("huggingface_hub.get_token", lambda: token)
+    monkeypatch.setattr(hub, "get_token", lambda: token)
     with pytest.raises(RecipeError, match=message):
         hub.check_push_settings(repo_id)
 

@@ -8,15 +8,18 @@ template included, which loads anywhere without `peft`.
 import json
 from pathlib import Path
 
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
+
+from deepdive.cards import data_card_paths, shown_path, write_model_card
 from deepdive.errors import DataError, RecipeError
-from deepdive.sampling import is_hub_id
+from deepdive.records import read_record
+from deepdive.sampling import check_model_folder, is_hub_id
 
 
 def merge_adapter(adapter_dir: str, output_dir: str) -> Path:
     """Merge the LoRA adapter in `adapter_dir` into its base model; save model + tokenizer to `output_dir`."""
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
-
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise DataError(f"--adapter: {adapter_dir} holds no adapter_config.json (not a LoRA run folder)")
     model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, use_safetensors=True)
@@ -50,8 +53,6 @@ UPLOADED = (
 def check_push_settings(repo_id: str | None, field: str = "hub_model_id", token: str | None = None) -> str:
     """One-line errors, before any training, for a push that cannot work: no or bad repo id, no token (neither
     `token`, the recipe's `hub_token`, nor one `huggingface_hub` finds itself)."""
-    from huggingface_hub import get_token
-
     if not repo_id:
         raise RecipeError(f"{field}: pushing needs a Hub repo id such as 'your-name/deepdive-tiny-sft'")
     if not is_hub_id(repo_id):
@@ -65,8 +66,6 @@ def check_push_settings(repo_id: str | None, field: str = "hub_model_id", token:
 
 def files_to_push(folder: str | Path, report: str | Path | None = None) -> dict[str, Path]:
     """{path in the repo: local file} for a run folder, its linked data cards and the run's report card."""
-    from deepdive.cards import data_card_paths
-
     folder = Path(folder)
     files = {path.name: path for pattern in UPLOADED for path in sorted(folder.glob(pattern)) if path.is_file()}
     files.update({f"data_cards/{path.name}": path for path in data_card_paths(folder) if path.is_file()})
@@ -92,12 +91,6 @@ def push_folder(
     with it in any file to upload (e.g. a `recipe.yaml` from an older deepdive) is refused before the commit.
     Local paths are not published: the commit message names the folder as the model card does.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi, get_token
-
-    from deepdive.cards import shown_path, write_model_card
-    from deepdive.sampling import check_model_folder
-    from deepdive.training import read_record
-
     folder = check_model_folder(folder)
     check_push_settings(repo_id, "--repo_id", token)
     write_model_card(folder, repo_id)
