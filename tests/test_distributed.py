@@ -149,7 +149,8 @@ def two_processes(micro_base, micro_sft, tmp_path_factory) -> dict:
     for stage, start in (("pretrain", None), ("sft", micro_base), ("grpo", micro_sft)):
         output_dir, log = root / stage, root / f"{stage}-writes"
         model = ["--model_name_or_path", str(start)] if start else []
-        env = {"PYTHONPATH": str(root / "hooks"), "DEEPDIVE_WRITE_LOG": str(log)}
+        hooks = os.pathsep.join(filter(None, [str(root / "hooks"), os.environ.get("PYTHONPATH")]))  # ahead of the rest
+        env = {"PYTHONPATH": hooks, "DEEPDIVE_WRITE_LOG": str(log)}
         result = launch(
             "cpu_ddp", f"{stage}.py", "--config", f"recipes/micro/{stage}.yaml", *model,
             "--output_dir", str(output_dir), env=env,
