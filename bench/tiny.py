@@ -8,11 +8,10 @@ from transformers import TrainingArguments, get_scheduler
 from trl import ScriptArguments
 
 from deepdive.configs import PretrainArguments, parse_recipe
-from deepdive.data import load_corpus, packed_dataset, tokenize_documents
+from deepdive.data import collate_blocks, load_corpus, packed_dataset, tokenize_documents
 from deepdive.modeling import build_llama_config, build_model
 from deepdive.optim import build_optimizer
 from deepdive.tokenizer import train_tokenizer
-from deepdive.training import collate_blocks
 
 
 RECIPE = "recipes/tiny/pretrain.yaml"

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from bench.common import load_recipe_script, print_table, timed_steps, write_result
 from bench.tiny import BareLoop, parse_tiny, tiny_model, tokenizer_and_corpus, train_blocks
 from deepdive.data import packed_dataset, tokenize_documents
-from deepdive.training import global_batch
+from deepdive.runs import global_batch
 
 
 class AlternateWithBareLoop(TrainerCallback):

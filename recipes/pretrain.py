@@ -20,25 +20,15 @@ from transformers import AutoTokenizer, Trainer, TrainingArguments
 from trl import ScriptArguments
 
 from deepdive.configs import PretrainArguments, parse_recipe
-from deepdive.data import load_corpus, packed_dataset, tokenize_documents
+from deepdive.data import collate_blocks, load_corpus, packed_dataset, tokenize_documents
 from deepdive.distributed import computed_once
 from deepdive.errors import DeepdiveError, RecipeError
-from deepdive.evaluation import bits_per_byte, token_stream
+from deepdive.evaluation import bits_per_byte, bits_per_byte_metric, sum_token_nll, token_stream
 from deepdive.modeling import build_llama_config, build_model, count_parameters
+from deepdive.runs import finish_run, global_batch, save_model, start_run
+from deepdive.sampling import default_generation_config
 from deepdive.tokenizer import bytes_per_token, token_byte_lengths, train_tokenizer
-from deepdive.training import (
-    NonFiniteGuard,
-    RecipeTrainerMixin,
-    SampleGenerationCallback,
-    bits_per_byte_metric,
-    collate_blocks,
-    default_generation_config,
-    finish_run,
-    global_batch,
-    save_model,
-    start_run,
-    sum_token_nll,
-)
+from deepdive.trainer import NonFiniteGuard, RecipeTrainerMixin, SampleGenerationCallback
 
 
 logger = logging.getLogger("deepdive.pretrain")

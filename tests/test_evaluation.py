@@ -5,8 +5,9 @@ import pytest
 import torch
 from transformers.trainer_utils import EvalPrediction
 
-from deepdive.evaluation import bits_per_byte, window_starts
-from deepdive.training import bits_per_byte_metric, sum_token_nll
+from deepdive import evaluation
+from deepdive.evaluation import bits_per_byte, bits_per_byte_metric, sum_token_nll, window_starts
+from deepdive.tasks import get_task
 
 
 class UnigramModel(torch.nn.Module):
@@ -66,3 +67,20 @@ def test_a_better_model_scores_fewer_bits():
     uniform = bits_per_byte(UnigramModel([0.25] * 4), tokens, token_bytes, seq_len=8)
     assert uniform["bits_per_byte"] == pytest.approx(2.0)
     assert good["bits_per_byte"] < uniform["bits_per_byte"]
+
+
+def test_task_accuracy_and_stop_rate_count_each_reply_against_its_own_answer(monkeypatch):
+    """`evaluate_tasks` with the replies stood in for: right for the first 3 arithmetic and the first spelling
+    prompt, stopped for the first 2 of each family."""
+    examples = {name: get_task(name).examples("test", 4, seed=0) for name in ("arithmetic", "spelling")}
+    right = {"arithmetic": 3, "spelling": 1}
+
+    def canned_replies(model, tokenizer, prompts, max_new_tokens, batch_size, progress=False):
+        name = next(name for name, found in examples.items() if [row["prompt"] for row in found] == list(prompts))
+        answers = [int(row["answer"]) for row in examples[name]]
+        replies = [f"Answer: {answer if index < right[name] else answer + 1}" for index, answer in enumerate(answers)]
+        return replies, [index < 2 for index in range(len(replies))]
+
+    monkeypatch.setattr(evaluation, "generate_replies", canned_replies)
+    metrics = evaluation.evaluate_tasks(None, None, ["arithmetic", "spelling"], 4)
+    assert metrics == {"arithmetic_accuracy": 0.75, "spelling_accuracy": 0.25, "stop_rate": 0.5, "test_prompts": 8}

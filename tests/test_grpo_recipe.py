@@ -8,6 +8,7 @@ from conftest import (
     REPO,
     assert_every_hidden_matrix_moved,
     assert_only_the_adapter_trained,
+    rescored,
     run_micro,
     tiny_optimizer,
     train_micro_in_process,
@@ -23,8 +24,10 @@ def test_writes_a_model_and_before_after_accuracy(micro_sft, tmp_path):
     output_dir = tmp_path / "grpo"
     run_micro("grpo", micro_sft, output_dir)
     metrics = json.loads((output_dir / "metrics.json").read_text())
-    for prefix in ("before_", "after_"):
-        assert 0.0 <= metrics[f"{prefix}arithmetic_accuracy"] <= 1.0 and metrics[f"{prefix}test_prompts"] == 4
+    # before: the SFT model it started from; after: the model it saved; each one's replies generated and scored again
+    for prefix, model_dir in (("before_", micro_sft), ("after_", output_dir)):
+        again = rescored(model_dir, ["arithmetic"], 4, max_new_tokens=8, batch_size=8)
+        assert {key: metrics[prefix + key] for key in again} == again and metrics[f"{prefix}test_prompts"] == 4
     assert [entry["step"] for entry in metrics["reward_curve"]] == [1, 2]
     assert AutoModelForCausalLM.from_pretrained(output_dir).config.model_type == "llama"
 

@@ -40,16 +40,14 @@ class RecordingHub:
 
 @pytest.fixture
 def recording_hub(monkeypatch):
-    import huggingface_hub
-
     RecordingHub.calls = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHub)
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: LOGIN_TOKEN)  # as after `hf auth login`
+    monkeypatch.setattr(hub, "HfApi", RecordingHub)  # the `huggingface_hub` names deepdive.hub calls
+    monkeypatch.setattr(hub, "get_token", lambda: LOGIN_TOKEN)  # as after `hf auth login`
     return RecordingHub
 
 
 def test_a_hub_token_override_pushes_but_is_never_uploaded(tmp_path, recording_hub, monkeypatch):
-    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)  # the override is the only token there is
+    monkeypatch.setattr(hub, "get_token", lambda: None)  # the override is the only token there is
     folder = fake_model_folder(tmp_path / "sft", {"learning_rate": 1e-3})
     save_recipe(folder, ["--learning_rate", "1e-3", "--hub_token", TOKEN, "--push_to_hub", "true"])
     hub.push_folder(folder, "someone/tiny-sft", token=TOKEN)

@@ -48,6 +48,22 @@ def test_pass_at_k_is_the_unbiased_estimate(k):
     assert result[f"pass@{k}"] == pytest.approx(expected) and result["n"] == 5
 
 
+def test_pass_at_k_matches_a_hand_computed_case():
+    """Three problems, 5 samples each, 2, 0 and 4 of them right: pass@1 = (2/5 + 0 + 4/5) / 3 = 0.4;
+    pass@2 = (1 - C(3, 2) / C(5, 2) + 0 + 1) / 3 = (0.7 + 0 + 1) / 3 (4 right leave no pair of wrong ones);
+    pass@5 = (1 + 0 + 1) / 3."""
+    predictions = [[f"Answer: {7 if sample < right else 8}" for sample in range(5)] for right in (2, 0, 4)]
+    result = load_metric("pass_at_k").compute(
+        predictions=predictions, references=["7"] * 3, tasks=["arithmetic"] * 3, k=[1, 2, 5]
+    )
+    assert result == {
+        "pass@1": pytest.approx(0.4),
+        "pass@2": pytest.approx(1.7 / 3),
+        "pass@5": pytest.approx(2 / 3),
+        "n": 5,
+    }
+
+
 def test_pass_at_k_refuses_k_above_the_samples():
     with pytest.raises(ValueError, match="k: each k must be between 1 and the 2 samples"):
         load_metric("pass_at_k").compute(

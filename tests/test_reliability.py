@@ -13,7 +13,8 @@ import torch
 from conftest import REPO, run_recipe
 from safetensors.torch import load_file
 
-from deepdive.training import last_complete_checkpoint, read_record
+from deepdive.records import read_record
+from deepdive.runs import last_complete_checkpoint
 
 
 LONG_MICRO = [
@@ -145,9 +146,9 @@ def test_a_hub_token_override_is_kept_for_the_push_only(tmp_path, monkeypatch):
     from trl import ScriptArguments
 
     from deepdive.configs import PretrainArguments, parse_recipe
-    from deepdive.training import start_run
+    from deepdive.runs import start_run
 
-    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)  # no login: the override is the only token
+    monkeypatch.setattr("deepdive.hub.get_token", lambda: None)  # no login: the override is the only token
     token = "hf_fake_override_that_must_not_leak"
     recipe = ["--config", str(REPO / "recipes/micro/pretrain.yaml"), "--output_dir", str(tmp_path / "run"),
               "--push_to_hub", "true", "--hub_model_id", "someone/tiny", "--hub_token", token]  # fmt: skip

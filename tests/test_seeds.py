@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from deepdive.cli import main
 from deepdive.errors import DataError
+from deepdive.records import read_record, write_metrics
 from deepdive.seeds import duration, seeds_table
-from deepdive.training import read_record, write_metrics
 
 
 def write_run(run_dir, seed: int | None, records: dict[str, dict]) -> None:

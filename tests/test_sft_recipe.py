@@ -3,23 +3,33 @@
 import json
 
 import torch
+import torch.nn.functional as F
+import yaml
 from conftest import (
+    REPO,
     assert_every_hidden_matrix_moved,
     assert_only_the_adapter_trained,
+    rescored,
     run_micro,
     tiny_optimizer,
     train_micro_in_process,
 )
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
+from deepdive.tasks import build_mixture
 
-def test_writes_a_chat_model_with_its_template(micro_sft):
+
+MICRO_SFT = yaml.safe_load((REPO / "recipes/micro/sft.yaml").read_text())
+
+
+def test_writes_a_chat_model_with_its_template_and_the_accuracy_of_its_replies(micro_sft):
     tokenizer = AutoTokenizer.from_pretrained(micro_sft)
     assert tokenizer.chat_template is not None and tokenizer.eos_token == "<|im_end|>"
     metrics = json.loads((micro_sft / "metrics.json").read_text())
-    for name in ("identity", "arithmetic", "spelling", "shakespeare"):
-        assert 0.0 <= metrics[f"{name}_accuracy"] <= 1.0
-    assert 0.0 <= metrics["stop_rate"] <= 1.0 and metrics["test_prompts"] == 16
+    assert metrics["test_prompts"] == 4 * len(MICRO_SFT["tasks"])
+    # what the recipe recorded is what the saved model's replies, generated and scored again, give
+    again = rescored(micro_sft, MICRO_SFT["tasks"], 4, MICRO_SFT["eval_max_new_tokens"], 16)
+    assert {key: metrics[key] for key in again} == again
 
 
 def test_one_chat_turn_through_the_pipeline(micro_sft):
@@ -29,10 +39,46 @@ def test_one_chat_turn_through_the_pipeline(micro_sft):
     assert output[0] == messages[0] and output[-1]["role"] == "assistant"
 
 
-def test_only_assistant_tokens_changed_the_model(micro_base, micro_sft):
-    base = AutoModelForCausalLM.from_pretrained(micro_base).state_dict()
-    tuned = AutoModelForCausalLM.from_pretrained(micro_sft).state_dict()
-    assert any(not torch.equal(base[name], tuned[name]) for name in base)
+@torch.no_grad()
+def loss_drops(base_dir, model_dirs, conversations, tokenizer) -> list[dict[str, float]]:
+    """For each model, how much its mean next-token loss on `conversations` fell below the base model's, on three
+    kinds of target token: the assistant's (its replies and their `<|im_end|>`), all the others (user turns and
+    the template around them) and `<|im_start|>` alone, which only ever opens a turn."""
+    im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    encoded = [
+        tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+        for messages in conversations
+    ]
+
+    def mean_losses(model_dir) -> dict[str, float]:
+        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        losses = {"assistant": [], "other": [], "im_start": []}
+        for row in encoded:
+            ids = torch.tensor(row["input_ids"])
+            assistant = torch.tensor(row["assistant_masks"], dtype=torch.bool)[1:]
+            nll = F.cross_entropy(model(ids[None]).logits[0, :-1], ids[1:], reduction="none")
+            losses["assistant"].append(nll[assistant])
+            losses["other"].append(nll[~assistant])
+            losses["im_start"].append(nll[ids[1:] == im_start])
+        return {kind: torch.cat(values).mean().item() for kind, values in losses.items()}
+
+    base = mean_losses(base_dir)
+    return [{kind: base[kind] - loss for kind, loss in mean_losses(model_dir).items()} for model_dir in model_dirs]
+
+
+def test_only_assistant_tokens_carry_the_loss(micro_base, micro_sft, tmp_path):
+    """The micro SFT run against the same run with the loss on every token (`assistant_only_loss: false`): on the
+    conversations both trained on, the masked run lowered the loss of the assistant's tokens more than of the
+    others, the unmasked one the other way round, and only the unmasked one learnt to predict `<|im_start|>`."""
+    all_tokens = tmp_path / "all-tokens"
+    run_micro("sft", micro_base, all_tokens, "--assistant_only_loss", "false", "--num_test_examples", "0")
+    weights = dict.fromkeys(MICRO_SFT["tasks"], 1.0)
+    trained_on = build_mixture(weights, MICRO_SFT["num_train_examples"], "train", seed=MICRO_SFT["seed"])["messages"]
+    tokenizer = AutoTokenizer.from_pretrained(micro_sft)
+    masked, unmasked = loss_drops(micro_base, [micro_sft, all_tokens], trained_on, tokenizer)
+    assert masked["assistant"] > masked["other"] > 0 and unmasked["other"] > unmasked["assistant"] > 0
+    assert unmasked["other"] > 2 * masked["other"]
+    assert unmasked["im_start"] > 4 * masked["im_start"]
 
 
 def test_lora_trains_an_adapter_that_merges(micro_base, tmp_path):

@@ -2,7 +2,8 @@
 
 pretraining (a token simulator) -> supervised fine-tuning (an assistant) -> reinforcement learning
 (practice on checkable problems). The recipe scripts in `recipes/` are thin; this package holds the pieces
-they share: corpora, tokenizer, model configs, metrics, training callbacks and the command line.
+they share: corpora, tokenizer, model configs, metrics, a run's start and finish, the Trainer's hooks and the
+command line.
 """
 
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ import sys
 from threading import Thread
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
 
 from deepdive.errors import DataError
 from deepdive.tokenizer import END_OF_TEXT, IM_END, IM_START
@@ -59,8 +59,6 @@ def add_chat_template(tokenizer, where: str = "model_name_or_path"):
 def load_chat_model(model_args, trust_remote_code: bool = False):
     """(model, tokenizer) for the SFT and GRPO recipes: TRL `ModelConfig` fields, safetensors weights only,
     and a tokenizer that carries a chat template."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, trust_remote_code=trust_remote_code)
     tokenizer = add_chat_template(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(

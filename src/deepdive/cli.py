@@ -17,10 +17,17 @@ base model; held-out task accuracy, stop rate and pass@k for a chat model), `rep
 one report card, `seeds` puts one recipe's runs with several seeds in one table of per-seed figures, mean and
 range (JSON + Markdown, and `seeds.md` beside the runs: the multi-seed run's report card), `card` rebuilds a
 folder's model card and `push` uploads a folder to the Hugging Face Hub.
+
+Each command imports the deepdive modules it runs when it runs, the one place in the package that imports
+inside functions: `deepdive --help` (or a typo) answers in 0.03 s instead of the 4-5 s that importing torch,
+transformers, datasets and evaluate for every command would take, and `sample` loads less than `report` does.
 """
 
 import argparse
 import sys
+from pathlib import Path
+
+from deepdive.errors import DataError, DeepdiveError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,8 +91,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from transformers.utils import logging
 
-    from deepdive.errors import DeepdiveError
-
     logging.disable_progress_bar()  # the streamed text is the output; no weight-loading bars around it
     try:
         _run(args)
@@ -111,7 +116,6 @@ def _run(args: argparse.Namespace) -> None:
         print(f"merged model written to {args.output_dir}")
     elif args.command == "eval":
         from deepdive.cards import write_model_card
-        from deepdive.errors import DataError
         from deepdive.evaluation import evaluate_folder
 
         if args.num_samples and max(args.k) > args.num_samples:
@@ -143,8 +147,6 @@ def _run(args: argparse.Namespace) -> None:
 
         print(f"model card written to {write_model_card(args.model)}")
     elif args.command == "push":
-        from pathlib import Path
-
         from deepdive.hub import push_folder
 
         report = args.report or Path(args.model).parent / "report.md"

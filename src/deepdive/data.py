@@ -15,13 +15,17 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
 
 from deepdive.errors import DataError
 
 
-DATA_CARDS_DIR = Path(__file__).resolve().parents[2] / "data_cards"
+# The cards are the repository's top-level `data_cards/`; the package reaches them through its `data_cards` link,
+# and a built install (`pip install .`) carries them as package data, so they are found however deepdive is
+# installed.
+DATA_CARDS_DIR = Path(__file__).resolve().parent / "data_cards"
 
 
 def read_data_card(name: str, cards_dir: Path = DATA_CARDS_DIR) -> dict:
@@ -275,6 +279,12 @@ def packed_dataset(tokenized: Dataset | IterableDataset, block_size: int) -> Dat
     if isinstance(tokenized, IterableDataset):
         return tokenized.map(pack, batched=True, batch_size=1000)
     return tokenized.map(pack, batched=True, batch_size=None, desc=f"Packing into blocks of {block_size}")
+
+
+def collate_blocks(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack packed blocks; the labels are the inputs (the model shifts them by one itself)."""
+    input_ids = torch.tensor([row["input_ids"] for row in rows], dtype=torch.long)
+    return {"input_ids": input_ids, "labels": input_ids}
 
 
 # --- Conversations (supervised fine-tuning) --------------------------------------------------------------

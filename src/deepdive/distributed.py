@@ -7,6 +7,9 @@ or shared out among them, so that 2 processes (or 8 GPUs) give the numbers 1 pro
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather, gather_object
+
+from deepdive.errors import TrainingError
 
 
 # accelerate's distributed types whose processes each hold the whole model (DDP). Under FSDP and DeepSpeed the
@@ -35,16 +38,12 @@ def process_share(items: list) -> list:
 
 def gather_shares(results: list) -> list:
     """The per-item `results` of every process's `process_share`, concatenated in the order of the items."""
-    from accelerate.utils import gather_object
-
     return gather_object(results) if holds_replicas() else results
 
 
 def computed_once(build):
     """`build()` run by the main process only and its result sent to the others, so that every process holds
     the same object (a trained tokenizer, say) without each one computing it."""
-    from accelerate.utils import broadcast_object_list
-
     state = PartialState()
     if state.num_processes == 1:
         return build()
@@ -81,10 +80,6 @@ def check_replicas(model) -> bool:
     """Check, after data-parallel training, that every process holds the very same weights; raise
     TrainingError naming the first parameter that differs (replicas drift apart when gradients were not
     synchronised or the processes started from different models)."""
-    from accelerate.utils import gather
-
-    from deepdive.errors import TrainingError
-
     device = next(model.parameters()).device
     fingerprints = gather(parameter_fingerprints(model).to(device)[None]).cpu()
     mismatch = replica_mismatch(fingerprints, [name for name, _ in model.named_parameters()])

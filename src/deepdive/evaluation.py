@@ -10,18 +10,28 @@ How windows are laid: the split is one token stream (each document closed by <|e
 bytes). Windows of `seq_len` tokens start every `stride` tokens; the first window scores all its predictions
 and every later window scores only its last `stride` predictions, so each token after the first is scored
 exactly once, with at least `seq_len - stride` tokens of context (except near the start). `stride = seq_len - 1`
-gives non-overlapping windows (cheapest); a smaller stride gives more context at more compute.
+gives non-overlapping windows (cheapest); a smaller stride gives more context at more compute. During
+pretraining the Trainer's own eval loop reports the same figure on packed blocks (`sum_token_nll` and
+`bits_per_byte_metric`). A chat model is scored instead by task accuracy, stop rate and pass@k.
 """
 
 import functools
+import math
+import time
 from pathlib import Path
 
 import evaluate
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from deepdive.data import build_shakespeare, tokenize_documents
 from deepdive.distributed import gather_shares, is_main_process, process_share
+from deepdive.records import read_record, write_metrics
+from deepdive.sampling import check_model_folder, load_model_and_tokenizer
+from deepdive.tasks import TASKS, check_task_names, get_task
+from deepdive.tokenizer import token_byte_lengths
 
 
 METRICS_DIR = Path(__file__).parent / "metrics"
@@ -92,6 +102,24 @@ def bits_per_byte(
     return {**result, "loss": sum(window_nll) / total_tokens, "tokens": total_tokens}
 
 
+def sum_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row sum of next-token NLL in nats: `preprocess_logits_for_metrics`, so no logits are kept."""
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, 1:], reduction="none")
+    return nll.sum(dim=1)
+
+
+def bits_per_byte_metric(token_bytes: list[int]):
+    """`compute_metrics` for packed blocks: every target token of every block scored once."""
+    byte_table = np.asarray(token_bytes, dtype=np.float64)
+
+    def compute_metrics(eval_prediction) -> dict[str, float]:
+        total_nll = float(np.sum(eval_prediction.predictions, dtype=np.float64))
+        total_bytes = float(byte_table[eval_prediction.label_ids[:, 1:]].sum())
+        return {"bits_per_byte": total_nll / (math.log(2) * total_bytes)}
+
+    return compute_metrics
+
+
 # --- Chat models: task accuracy and stop rate --------------------------------------------------------------
 
 
@@ -159,8 +187,6 @@ def generate_replies(
 def evaluate_tasks(model, tokenizer, task_names, n_per_task: int, max_new_tokens: int = 160, batch_size: int = 32):
     """Per-task greedy accuracy (each task's own checker, through the `task_accuracy` metric) and the share of
     replies that end with `<|im_end|>`."""
-    from deepdive.tasks import get_task
-
     replies, answers, tasks, stopped = [], [], [], []
     for name in task_names:
         examples = get_task(name).examples("test", n_per_task, seed=0)
@@ -191,8 +217,6 @@ def evaluate_pass_at_k(
     seed: int = 0,
 ) -> dict[str, float]:
     """pass@k of `task_name`'s held-out problems from `num_samples` sampled replies each (the `pass_at_k` metric)."""
-    from deepdive.tasks import get_task
-
     examples = get_task(task_name).examples("test", n_problems, seed=0)
     replies, _ = generate_replies(
         model,
@@ -241,14 +265,6 @@ def evaluate_folder(
     model's context with half-context stride, as the pretraining recipe scores it. Chat models: greedy
     accuracy per task family, stop rate, and pass@k of `pass_task` from `num_samples` sampled replies.
     """
-    import time
-
-    from deepdive.data import build_shakespeare, tokenize_documents
-    from deepdive.sampling import check_model_folder, load_model_and_tokenizer
-    from deepdive.tasks import TASKS, check_task_names
-    from deepdive.tokenizer import token_byte_lengths
-    from deepdive.training import read_record, write_metrics
-
     started = time.time()
     model, tokenizer = load_model_and_tokenizer(str(check_model_folder(model_dir)))  # a folder: eval.json goes in it
     folder = Path(model_dir)

@@ -9,17 +9,18 @@ import json
 from pathlib import Path
 
 import yaml
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
 
 from deepdive.cards import data_card_paths, hub_id_of, shown_path, shown_paths, write_model_card
 from deepdive.errors import DataError, RecipeError
-from deepdive.sampling import is_hub_id
+from deepdive.records import read_record
+from deepdive.sampling import check_model_folder, is_hub_id
 
 
 def merge_adapter(adapter_dir: str, output_dir: str) -> Path:
     """Merge the LoRA adapter in `adapter_dir` into its base model; save model + tokenizer to `output_dir`."""
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
-
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise DataError(f"--adapter: {adapter_dir} holds no adapter_config.json (not a LoRA run folder)")
     model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, use_safetensors=True)
@@ -53,8 +54,6 @@ UPLOADED = (
 def check_push_settings(repo_id: str | None, field: str = "hub_model_id", token: str | None = None) -> str:
     """One-line errors, before any training, for a push that cannot work: no or bad repo id, no token (neither
     `token`, the recipe's `hub_token`, nor one `huggingface_hub` finds itself)."""
-    from huggingface_hub import get_token
-
     if not repo_id:
         raise RecipeError(f"{field}: pushing needs a Hub repo id such as 'your-name/deepdive-tiny-sft'")
     if not is_hub_id(repo_id):
@@ -112,11 +111,6 @@ def push_folder(
     Local paths are not published: the commit message names the folder as the model card does, and the run's
     records (`recipe.yaml`, `eval.json`, ...) go up with their local paths shown the same way.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi, get_token
-
-    from deepdive.sampling import check_model_folder
-    from deepdive.training import read_record
-
     folder = check_model_folder(folder)
     check_push_settings(repo_id, "--repo_id", token)
     write_model_card(folder, repo_id)

@@ -6,6 +6,7 @@ it exactly like a Hub checkpoint. Input and output embeddings are tied: at a few
 embedding table is a large share of the model and tying it is a clear win for quality per parameter.
 """
 
+import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from deepdive.errors import RecipeError
@@ -55,8 +56,6 @@ def build_llama_config(
 
 def build_model(config: LlamaConfig, seed: int) -> LlamaForCausalLM:
     """A freshly initialised model (weights depend only on the config and the seed)."""
-    import torch
-
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 

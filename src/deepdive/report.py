@@ -14,7 +14,11 @@ from pathlib import Path
 
 import torch
 
-from deepdive.training import read_record
+from deepdive.errors import DataError
+from deepdive.evaluation import generate_replies
+from deepdive.records import hardware, read_record
+from deepdive.sampling import load_model_and_tokenizer
+from deepdive.tasks import get_task
 
 
 STAGE_FOLDERS = {"pretrain": "base", "sft": "sft", "grpo": "grpo"}
@@ -87,6 +91,8 @@ def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
     """PNG plots of each stage's training curves; returns {stage: path}."""
+    # imported here, by the one function that draws: the backend must be chosen before pyplot is imported, and
+    # choosing it when the module is imported would impose it on every program that imports deepdive.report
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,10 +147,6 @@ def answer_side_by_side(folders: dict[str, Path], max_new_tokens: int = 100) -> 
     Chat stages answer through their chat template; the base model, a token simulator, continues the question
     as plain text, which is what pretraining alone gives.
     """
-    from deepdive.evaluation import generate_replies
-    from deepdive.sampling import load_model_and_tokenizer
-    from deepdive.tasks import get_task
-
     questions = [get_task(name).examples("test", 1, seed=0)[0]["prompt"] for name in SIDE_BY_SIDE_TASKS]
     rows = [{"prompt": question[-1]["content"]} for question in questions]
     for stage, folder in folders.items():
@@ -171,8 +173,6 @@ def _cell(text: str) -> str:
 
 
 def environment() -> list[str]:
-    from deepdive.training import hardware
-
     versions = []
     for package in PACKAGES:
         try:
@@ -184,8 +184,6 @@ def environment() -> list[str]:
 
 def write_report(run_dir: str | Path, side_by_side: bool = True) -> Path:
     """Write `<run_dir>/report.md` and its plots in `<run_dir>/report/`; return the report's path."""
-    from deepdive.errors import DataError
-
     run_dir = Path(run_dir)
     folders = {
         stage: run_dir / name for stage, name in STAGE_FOLDERS.items() if (run_dir / name / "metrics.json").is_file()

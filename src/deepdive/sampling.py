@@ -2,14 +2,15 @@
 
 Temperature, top-k and top-p are the knobs the lecture shows on the token simulator; the seed makes a draw
 repeatable. Streaming goes through `transformers.TextStreamer`, so what a person sees is exactly what
-`generate` produces.
+`generate` produces. The same settings (top-k 50, temperature 0.8) continue the sample prompts logged during
+pretraining and go into the generation config saved with every model.
 """
 
 from pathlib import Path
 
 import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TextStreamer
 
 from deepdive.errors import DataError
 
@@ -102,3 +103,34 @@ def sample_text(
         )
         texts.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
     return texts
+
+
+@torch.no_grad()
+def generate_samples(model, tokenizer, prompts, max_new_tokens: int, seed: int, bf16: bool):
+    """Sampled continuations (top-k 50, temperature 0.8) of each prompt by a model in training, reproducible
+    through `seed`: the samples logged at each evaluation."""
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    samples = []
+    device = next(model.parameters()).device
+    for prompt in prompts:
+        inputs = tokenizer(tokenizer.bos_token + prompt, return_tensors="pt", add_special_tokens=False).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, top_k=50, temperature=0.8)
+        samples.append((prompt, tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)))
+    model.train(was_training)
+    return samples
+
+
+def default_generation_config(tokenizer) -> GenerationConfig:
+    """The generation settings saved with every model: sampling, stop at the tokenizer's EOS."""
+    return GenerationConfig(
+        do_sample=True,
+        temperature=0.8,
+        top_k=50,
+        max_new_tokens=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )

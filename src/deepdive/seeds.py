@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from deepdive.errors import DataError
+from deepdive.records import read_record
 from deepdive.report import SIDE_BY_SIDE_TASKS as TASK_ORDER  # rows in the report card's order; others after
-from deepdive.training import read_record
 
 
 STAGES = ("base", "sft", "grpo")  # the run folder's stage folders, in pipeline order

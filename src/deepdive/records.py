@@ -1,0 +1,41 @@
+"""Run records: the files a run writes into its folder about itself, and reading them back.
+
+A finished folder is its own record: `metrics.json` (what the recipe measured, with wall-clock and hardware),
+`eval.json` (`deepdive eval`), `recipe.yaml` (the recipe as run), `trainer_state.json` (the Trainer's log) and
+`hub.json` (where it was pushed). Model cards, the report card, the seeds table and pushes read these files
+instead of measuring again, so a figure is quoted exactly as it was recorded. This is the bottom layer: it
+imports no other deepdive module, so every stage and command can use it.
+"""
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+import yaml
+
+
+def write_metrics(output_dir: str | Path, metrics: dict, name: str = "metrics.json") -> Path:
+    """Write `metrics` as pretty JSON into the run folder and return the path."""
+    path = Path(output_dir) / name
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read_record(folder: str | Path, name: str) -> dict:
+    """A record a run wrote into its folder (`metrics.json`, `eval.json`, `recipe.yaml`, ...); {} if absent."""
+    path = Path(folder) / name
+    if not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if name.endswith(".yaml"):
+        return yaml.safe_load(text) or {}
+    return json.loads(text) or {}
+
+
+def hardware() -> str:
+    """The accelerator, or the CPU, a run trained on, in words."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"
