@@ -17,6 +17,12 @@ from deepdive.errors import TrainingError
 DATA_PARALLEL = ("MULTI_CPU", "MULTI_GPU")
 
 
+def is_sharded() -> bool:
+    """True under FSDP or DeepSpeed: the weights are split over the processes, so every forward pass (and so
+    every `generate`, which transformers then keeps in step across processes) needs all of them."""
+    return PartialState().distributed_type in ("FSDP", "DEEPSPEED")
+
+
 def is_main_process() -> bool:
     return PartialState().is_main_process
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from deepdive.distributed import is_sharded
 from deepdive.errors import TrainingError
 from deepdive.optim import MuonAdamWTrainerMixin
 from deepdive.runs import last_complete_checkpoint
@@ -46,9 +47,12 @@ class SampleGenerationCallback(TrainerCallback):
         self._writer = None
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
-        if not self.prompts or model is None or not state.is_world_process_zero:
+        # The main process writes the samples; under FSDP or ZeRO-3 every process must take part in generating them
+        if not self.prompts or model is None or not (state.is_world_process_zero or is_sharded()):
             return
         samples = generate_samples(model, self.tokenizer, self.prompts, self.max_new_tokens, self.seed, args.bf16)
+        if not state.is_world_process_zero:
+            return
         output_dir = Path(args.output_dir)
         with open(output_dir / "samples.jsonl", "a", encoding="utf-8") as file:
             for prompt, text in samples:
