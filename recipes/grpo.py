@@ -33,7 +33,7 @@ class MuonGRPOTrainer(RecipeTrainerMixin, GRPOTrainer):
 
 
 def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig):
-    run = start_run(training_args, args.overwrite_output_dir)
+    run = start_run(training_args, args.overwrite_output_dir, args.recipe)
     output_dir = run.output_dir
     reward_funcs = get_reward_funcs(args.reward_funcs, training_args.reward_weights)
 

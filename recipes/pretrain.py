@@ -41,7 +41,7 @@ class MuonTrainer(RecipeTrainerMixin, Trainer):
 def main(script_args: ScriptArguments, args: PretrainArguments, training_args: TrainingArguments) -> dict:
     if args.eval_stride is not None and not 1 <= args.eval_stride < args.seq_len:
         raise RecipeError(f"eval_stride: {args.eval_stride} must be at least 1 and below seq_len ({args.seq_len})")
-    run = start_run(training_args, args.overwrite_output_dir)
+    run = start_run(training_args, args.overwrite_output_dir, args.recipe)
     output_dir = run.output_dir
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output_dir / "tensorboard"))
 

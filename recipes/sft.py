@@ -33,7 +33,7 @@ class MuonSFTTrainer(RecipeTrainerMixin, SFTTrainer):
 
 
 def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig):
-    run = start_run(training_args, args.overwrite_output_dir)
+    run = start_run(training_args, args.overwrite_output_dir, args.recipe)
     output_dir = run.output_dir
 
     # Data: generated task conversations, or the user's own

@@ -1,3 +1,6 @@
+import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -122,12 +125,68 @@ def test_unknown_command_line_argument_is_named(tmp_path):
         parse_recipe(PRETRAIN, ["--config", config, "--seq_lenn", "8"])
 
 
-def test_the_saved_recipe_leaves_out_credentials(tmp_path):
+def test_the_saved_recipe_leaves_out_credentials(tmp_path, monkeypatch):
+    for name in ("HF_TOKEN", "WANDB_PROJECT"):
+        monkeypatch.setenv(name, "set before the test")  # the recipe's `env` block sets them; restored after it
     config = write(tmp_path, "learning_rate: 3e-4\nenv:\n  HF_TOKEN: hf_from_the_recipe\n  WANDB_PROJECT: deepdive\n")
     for hub_token in (["--hub_token", "hf_from_the_command_line"], ["--hub_token=hf_from_the_command_line"]):
-        save_recipe(tmp_path / "run", ["--config", config, *hub_token, "--output_dir", "x"])
+        _, args, _ = parse_recipe(PRETRAIN, ["--config", config, *hub_token, "--output_dir", "x"])
+        assert "hf_from" not in repr(args.recipe)  # the record the run keeps holds no credential either
+        save_recipe(tmp_path / "run", args.recipe)
         text = (tmp_path / "run" / "recipe.yaml").read_text()
         assert "hf_from" not in text
         assert "# Left out, as credentials are never written: hub_token, env.HF_TOKEN\n" in text
         saved = yaml.safe_load(text)
-        assert saved == {"learning_rate": "3e-4", "env": {"WANDB_PROJECT": "deepdive"}, "output_dir": "x"}
+        assert saved == {"learning_rate": 3e-4, "output_dir": "x", "seed": 42, "env": {"WANDB_PROJECT": "deepdive"}}
+
+
+@dataclass
+class ReadsTheEnvironment:
+    """A config that reads the environment as it is built, as `TrainingArguments` does."""
+
+    seen: str | None = field(default=None, init=False)
+
+    def __post_init__(self):
+        self.seen = os.environ.get("DEEPDIVE_RECIPE_VARIABLE")
+
+
+def test_the_recipe_env_block_is_set_before_the_configs_are_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPDIVE_RECIPE_VARIABLE", "set before the test")  # restored after it
+    config = write(tmp_path, "output_dir: out\nenv:\n  DEEPDIVE_RECIPE_VARIABLE: from the recipe\n")
+    *_, read = parse_recipe((*PRETRAIN, ReadsTheEnvironment), ["--config", config])
+    assert read.seen == "from the recipe" and os.environ["DEEPDIVE_RECIPE_VARIABLE"] == "from the recipe"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_the_saved_recipe_parses_to_the_same_configs(stage, tmp_path):
+    """`recipe.yaml` is a recipe of its own: parsed again, it gives the configs the run was built from (the
+    global batch fitted and the libraries' own derived fields included)."""
+    overrides = ["--seed", "7", "--learning_rate", "2e-3", "--output_dir", str(tmp_path / "run")]
+    parsed = parse_recipe(STAGES[stage], ["--config", str(REPO / f"recipes/micro/{stage}.yaml"), *overrides])
+    path = save_recipe(tmp_path / "run", parsed[1].recipe)
+    header = path.read_text().splitlines()[0]
+    assert header.endswith("overrides applied: output_dir, learning_rate, seed"), header
+    assert parse_recipe(STAGES[stage], ["--config", str(path)]) == parsed
+
+
+def test_a_list_override_is_saved_whole(tmp_path):
+    recipe = ["--config", str(REPO / "recipes/micro/sft.yaml"), "--tasks", "identity", "arithmetic"]
+    _, args, _, _ = parse_recipe(STAGES["sft"], recipe)
+    path = save_recipe(tmp_path, args.recipe)
+    assert yaml.safe_load(path.read_text())["tasks"] == ["identity", "arithmetic"]
+    assert parse_recipe(STAGES["sft"], ["--config", str(path)])[1].tasks == ["identity", "arithmetic"]
+
+
+def test_an_in_process_parse_records_its_own_arguments_not_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pytest", "--hidden_size", "7", "-k", "recipe"])  # the test runner's own
+    config = write(tmp_path, "output_dir: out\nhidden_size: 64\n")
+    _, args, _ = parse_recipe(PRETRAIN, ["--config", config, "--seq_len", "32"])
+    saved = yaml.safe_load(save_recipe(tmp_path / "run", args.recipe).read_text())
+    assert saved == {"output_dir": "out", "hidden_size": 64, "seq_len": 32, "seed": 42}
+    assert list(saved) == ["output_dir", "hidden_size", "seq_len", "seed"]  # the recipe file's fields first
+
+
+def test_an_ill_typed_command_line_argument_is_named_in_one_line(tmp_path):
+    config = write(tmp_path, "output_dir: out\n")
+    with pytest.raises(RecipeError, match=r"^argument --learning_rate/--learning-rate: invalid float value: 'fast'$"):
+        parse_recipe(PRETRAIN, ["--config", config, "--learning_rate", "fast"])

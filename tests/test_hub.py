@@ -5,10 +5,10 @@ import json
 
 import pytest
 import yaml
-from conftest import fake_model_folder
+from conftest import STAGES, fake_model_folder
 
 from deepdive import hub
-from deepdive.configs import save_recipe
+from deepdive.configs import parse_recipe, save_recipe
 from deepdive.errors import DataError
 
 
@@ -49,7 +49,9 @@ def recording_hub(monkeypatch):
 def test_a_hub_token_override_pushes_but_is_never_uploaded(tmp_path, recording_hub, monkeypatch):
     monkeypatch.setattr(hub, "get_token", lambda: None)  # the override is the only token there is
     folder = fake_model_folder(tmp_path / "sft", {"learning_rate": 1e-3})
-    save_recipe(folder, ["--learning_rate", "1e-3", "--hub_token", TOKEN, "--push_to_hub", "true"])
+    recipe = ["--learning_rate", "1e-3", "--hub_token", TOKEN, "--push_to_hub", "true"]
+    _, args, _ = parse_recipe(STAGES["pretrain"], recipe)  # what the recipe script parsed, as the run keeps it
+    save_recipe(folder, args.recipe)
     hub.push_folder(folder, "someone/tiny-sft", token=TOKEN)
     (_, token), _, (_, uploaded, message) = recording_hub.calls
     assert token == TOKEN  # the recipe's token is the one the push uses...

@@ -1,13 +1,16 @@
-"""Recipe parsing: YAML recipes and command-line overrides into the libraries' own dataclasses.
+"""Recipe parsing: YAML recipes and command-line overrides into the libraries' own dataclasses, and back.
 
 A recipe is a flat YAML list of fields of `transformers.TrainingArguments` / TRL's configs plus the one
-small dataclass of ours below for what the libraries lack (corpus, tokenizer and model shape). Parsing goes
-through TRL's `TrlParser`, so `--config recipe.yaml` and `--field value` overrides behave as in TRL's own
-scripts. On top, every YAML value is converted with its field's type (PyYAML reads `3e-4` as a string) and a
-bad field stops the run with one line naming the file, the field and what is valid.
+small dataclass of ours below for what the libraries lack (corpus, tokenizer and model shape). TRL's `TrlParser`
+parses it (`parse_args_and_config`), so `--config recipe.yaml`, `--field value` overrides and the recipe's `env:`
+block (environment variables set before the configs are built) behave as in TRL's own scripts. Ours are thin
+checks around it: every YAML value is converted with its field's type (PyYAML reads `3e-4` as a string), and a
+bad field or argument stops the run with one line naming the file, the field and what is valid. The values
+parsed travel with the run (`RecipeArguments.recipe`), which writes them as its `recipe.yaml`: a recipe itself.
 """
 
 import argparse
+import copy
 import difflib
 import logging
 import math
@@ -21,6 +24,22 @@ import yaml
 from trl import TrlParser
 
 from deepdive.errors import RecipeError
+
+
+# Fields a run's records are read by (the card's base model, the seed table): recorded even at their defaults
+ALWAYS_RECORDED = ("model_name_or_path", "output_dir", "seed")
+
+
+@dataclass
+class RecipeRecord:
+    """A recipe as its run records it (`recipe.yaml`): the fields whose parsed values differ from their defaults,
+    plus ALWAYS_RECORDED, the recipe file's fields first and in its order, then its `env` block; credentials left
+    out and only named. Parsed again (`--config recipe.yaml`), it gives the same configs."""
+
+    values: dict
+    source: str | None = None  # the recipe file it was parsed from
+    overrides: list[str] = field(default_factory=list)  # fields the command line changed from the file's value
+    left_out: list[str] = field(default_factory=list)  # credentials, named only
 
 
 @dataclass
@@ -48,6 +67,13 @@ class RecipeArguments:
             "help": "Train the 2-D weights inside the blocks with Muon at this learning rate (AdamW units); "
             "embeddings and norms keep AdamW at `learning_rate`. Unset: AdamW everywhere (`optim`)."
         },
+    )
+    recipe: RecipeRecord | None = field(
+        default=None,
+        init=False,
+        repr=False,
+        compare=False,
+        metadata={"help": "Set by `parse_recipe`, not a recipe field: the recipe as parsed, for the run's record."},
     )
 
 
@@ -107,29 +133,28 @@ class PretrainArguments(RecipeArguments):
 
 
 def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple:
-    """Parse `--config <yaml>` plus command-line overrides into instances of `dataclass_types`, and fit the
-    recipe's global batch to the processes it was launched with."""
+    """Parse `--config <yaml>` plus command-line overrides into instances of `dataclass_types` with TRL's parser
+    (the recipe's `env:` block set before the configs are built), fit the recipe's global batch to the processes
+    it was launched with, and hand the recipe as parsed to its `RecipeArguments` (`.recipe`) for the run's record."""
     check_sharding_has_gpus()
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and not torch.cuda.is_available():  # torchrun without GPUs: the processes join over gloo
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    parser = TrlParser(dataclass_types)
     args = list(sys.argv[1:] if args is None else args)
+    config_path = None
     if "--config" in args:
         at = args.index("--config")
         if at + 1 >= len(args):
             raise RecipeError("--config: give the path of a YAML recipe")
         config_path = args[at + 1]
-        recipe = read_recipe(config_path, parser)
-        args = args[:at] + args[at + 2 :]
-        parser.set_defaults_with_config(**recipe)
+    env = check_recipe_file(config_path) if config_path else {}
+    parser = RecipeParser(dataclass_types, config_path)
     try:
-        *parsed, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+        *parsed, remaining = parser.parse_args_and_config(args, return_remaining_strings=True)
     except ValueError as error:  # a library config's own check, e.g. GRPOConfig's batch arithmetic
         raise RecipeError(str(error).strip().splitlines()[0]) from None
-    unknown = [arg for arg in remaining if arg.startswith("--")]
     if remaining:
-        flag = (unknown or remaining)[0]
+        flag = next((arg for arg in remaining if arg.startswith("--")), remaining[0])
         raise RecipeError(f"unknown argument '{flag}'{_did_you_mean(flag.lstrip('-'), parser)}")
     recipe_args = next(item for item in parsed if isinstance(item, RecipeArguments))
     training_args = next(item for item in parsed if hasattr(item, "gradient_accumulation_steps"))
@@ -140,8 +165,123 @@ def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple
         )
     if not training_args.should_log:  # one process speaks for the run
         logging.getLogger("deepdive").setLevel(logging.WARNING)
+    recipe_args.recipe = parser.record(env)  # the values given, not those fitted or derived from them
     fit_global_batch(training_args, recipe_args.global_batch_size)
     return tuple(parsed)
+
+
+class RecipeParser(TrlParser):
+    """TRL's parser, which merges the recipe file and the command line and sets the file's `env:` block, with the
+    checks it lacks: each recipe field converted with its field's type or stopped in one line, a bad command-line
+    argument stopped in one line (argparse prints its usage of every field, then exits), and the values the
+    configs are built from kept for the run's record."""
+
+    def __init__(self, dataclass_types, config_path: str | None = None):
+        super().__init__(dataclass_types)
+        self.config_path = config_path
+        self.file_values = {}  # the recipe file's fields, converted
+        self.parsed_values = {}  # every field as parsed, before the configs' own `__post_init__` derives others
+        # what each field parses to when neither a recipe nor the command line gives it (not always the
+        # dataclass default: HfArgumentParser reads `include_num_input_tokens_seen: str | bool = "no"` as False)
+        self.defaults = dict(vars(super().parse_known_args([])[0]))
+
+    def set_defaults_with_config(self, **recipe) -> list[str]:
+        """`parse_args_and_config` hands the recipe file's fields here (its `env` already set): each is checked and
+        converted with its field's type, then made the field's default, which the command line overrides."""
+        fields = _fields_of(self)
+        for name, value in recipe.items():
+            if name not in fields:
+                raise RecipeError(f"{self.config_path}: unknown field '{name}'{_did_you_mean(name, self)}")
+            self.file_values[name] = _convert(self.config_path, name, value, fields[name])
+        return super().set_defaults_with_config(**self.file_values)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, remaining = super().parse_known_args(args, namespace)
+        self.parsed_values = dict(vars(namespace))  # copied: HfArgumentParser empties it as it builds the configs
+        return namespace, remaining
+
+    def error(self, message: str):  # argparse would print its usage, every field of the configs, and exit
+        raise RecipeError(message)
+
+    def record(self, env: dict) -> RecipeRecord:
+        """The recipe as parsed, to be written as the run's `recipe.yaml`: the fields that differ from their defaults
+        (and ALWAYS_RECORDED), the recipe file's first and in its order, then its `env` block; credentials out."""
+        defaults = self.defaults
+        parsed = {name: value for name, value in self.parsed_values.items() if name in defaults}
+        changed = {
+            name: value
+            for name, value in parsed.items()
+            if value != defaults[name] or (name in ALWAYS_RECORDED and value is not None)
+        }
+        values = {**{name: changed[name] for name in self.file_values if name in changed}, **changed}
+        if env:
+            values["env"] = env
+        values, left_out = without_secrets(copy.deepcopy(values))  # a copy: the configs' lists may change later
+        overrides = [name for name, value in parsed.items() if value != self.file_values.get(name, defaults[name])]
+        return RecipeRecord(values, self.config_path, overrides, left_out)
+
+
+def check_recipe_file(config_path: str) -> dict:
+    """Stop a recipe file TRL's parser would stop with a traceback (missing, not YAML, not a mapping, an `env`
+    that is not one) with one line instead; return its `env` block."""
+    try:
+        with open(config_path, encoding="utf-8") as file:
+            recipe = yaml.safe_load(file)
+    except FileNotFoundError:
+        raise RecipeError(f"--config: {config_path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{config_path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{config_path}: a recipe is a mapping of field: value")
+    for name in recipe:
+        if not isinstance(name, str):
+            raise RecipeError(f"{config_path}: unknown field {name!r}; field names are words, as in learning_rate")
+    env = recipe.get("env", {})
+    if not isinstance(env, dict):
+        raise RecipeError(f"{config_path}: field 'env' takes a mapping of environment variable: value, got {env!r}")
+    return env
+
+
+def _fields_of(parser) -> dict:
+    """The parser's argparse actions by field name (a true-by-default field's `--no_<field>` switch shares its name
+    and is not kept). argparse keeps its actions private (`_actions`); they are read here, and only here, because
+    they hold how each field is parsed (HfArgumentParser's type, nargs and choices), which a YAML value must be
+    converted with, as TRL's own `set_defaults_with_config` reads them."""
+    fields = {}
+    for action in parser._actions:
+        if action.dest != "help":
+            fields.setdefault(action.dest, action)
+    return fields
+
+
+def _did_you_mean(name: str, parser) -> str:
+    close = difflib.get_close_matches(name, list(_fields_of(parser)), n=3)
+    return f"; did you mean {', '.join(close)}?" if close else "; see `--help` for the valid fields"
+
+
+def _convert(config_path: str, name: str, value, action):
+    if value is None:
+        return None
+    many = action.nargs in ("+", "*")
+    if many and not isinstance(value, list):
+        raise RecipeError(f"{config_path}: field '{name}' takes a list, got {value!r}")
+    if not many and isinstance(value, (list, dict)):
+        if action.type in (None, str):  # fields typed `str | list[str]` or `dict | str` (e.g. report_to)
+            return value
+        raise RecipeError(f"{config_path}: field '{name}' takes one value, got {value!r}")
+    values = value if many else [value]
+    if action.type is not None:
+        try:
+            values = [action.type(str(item) if not isinstance(item, bool) else str(item).lower()) for item in values]
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            kind = getattr(action.type, "__name__", str(action.type)).replace("string_to_bool", "bool")
+            raise RecipeError(f"{config_path}: field '{name}' must be {kind}, got {value!r}") from None
+    if action.choices is not None:
+        for item in values:
+            if item not in action.choices:
+                valid = ", ".join(str(choice) for choice in action.choices)
+                raise RecipeError(f"{config_path}: field '{name}' is {item!r}; valid values: {valid}")
+    return values if many else values[0]
 
 
 # accelerate's launch flags for sharded training, and the config a CPU user wants instead
@@ -205,59 +345,6 @@ def _set_batch(training_args, per_device: int, accumulation: int) -> None:
     training_args.gradient_accumulation_steps = accumulation
 
 
-def _did_you_mean(name: str, parser) -> str:
-    close = difflib.get_close_matches(name, [action.dest for action in parser._actions], n=3)
-    return f"; did you mean {', '.join(close)}?" if close else "; see `--help` for the valid fields"
-
-
-def read_recipe(config_path: str, parser) -> dict:
-    """Load a YAML recipe and convert each value with its field's type; raise RecipeError on a bad field."""
-    try:
-        with open(config_path, encoding="utf-8") as file:
-            recipe = yaml.safe_load(file) or {}
-    except FileNotFoundError:
-        raise RecipeError(f"--config: {config_path} does not exist") from None
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{config_path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(recipe, dict):
-        raise RecipeError(f"{config_path}: a recipe is a mapping of field: value")
-    actions = {action.dest: action for action in parser._actions}
-    converted = {}
-    for name, value in recipe.items():
-        if name == "env":
-            continue
-        action = actions.get(name)
-        if action is None or name == "help":
-            raise RecipeError(f"{config_path}: unknown field '{name}'{_did_you_mean(name, parser)}")
-        converted[name] = _convert(config_path, name, value, action)
-    return converted
-
-
-def _convert(config_path: str, name: str, value, action):
-    if value is None:
-        return None
-    many = action.nargs in ("+", "*")
-    if many and not isinstance(value, list):
-        raise RecipeError(f"{config_path}: field '{name}' takes a list, got {value!r}")
-    if not many and isinstance(value, (list, dict)):
-        if action.type in (None, str):  # fields typed `str | list[str]` or `dict | str` (e.g. report_to)
-            return value
-        raise RecipeError(f"{config_path}: field '{name}' takes one value, got {value!r}")
-    values = value if many else [value]
-    if action.type is not None:
-        try:
-            values = [action.type(str(item) if not isinstance(item, bool) else str(item).lower()) for item in values]
-        except (TypeError, ValueError, argparse.ArgumentTypeError):
-            kind = getattr(action.type, "__name__", str(action.type)).replace("string_to_bool", "bool")
-            raise RecipeError(f"{config_path}: field '{name}' must be {kind}, got {value!r}") from None
-    if action.choices is not None:
-        for item in values:
-            if item not in action.choices:
-                valid = ", ".join(str(choice) for choice in action.choices)
-                raise RecipeError(f"{config_path}: field '{name}' is {item!r}; valid values: {valid}")
-    return values if many else values[0]
-
-
 @dataclass
 class SFTArguments(RecipeArguments):
     """What supervised fine-tuning needs beyond TRL's `SFTConfig`, `ModelConfig` and `ScriptArguments`."""
@@ -319,31 +406,16 @@ def without_secrets(recipe: dict) -> tuple[dict, list[str]]:
     return kept, left_out
 
 
-def save_recipe(output_dir, args: list[str] | None = None) -> Path:
-    """Write the recipe a run used, its YAML file with the command-line overrides applied, as `recipe.yaml`;
-    credentials (`hub_token`, a token in `env`) are left out and only named."""
-    args = list(sys.argv[1:] if args is None else args)
-    recipe, overrides = {}, {}
-    if "--config" in args:
-        at = args.index("--config")
-        with open(args[at + 1], encoding="utf-8") as file:
-            recipe = yaml.safe_load(file) or {}
-        args = args[:at] + args[at + 2 :]
-    for index, arg in enumerate(args):
-        if arg.startswith("--"):
-            name, _, value = arg[2:].partition("=")
-            if not value:
-                following = args[index + 1] if index + 1 < len(args) else "true"
-                value = "true" if following.startswith("--") else following
-            overrides[name] = yaml.safe_load(value)
-    recipe.update(overrides)
-    recipe, secrets = without_secrets(recipe)
+def save_recipe(output_dir, recipe: RecipeRecord) -> Path:
+    """Write a run's recipe into its folder as `recipe.yaml`, a recipe in its own right: `--config` on it parses to
+    the configs the run was built from. Credentials (`hub_token`, a token in `env`) are not in it, only named."""
     path = Path(output_dir) / "recipe.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = (
-        f"# The recipe this folder was trained with (deepdive), overrides applied: {sorted(overrides) or 'none'}\n"
-    )
-    if secrets:
-        header += f"# Left out, as credentials are never written: {', '.join(secrets)}\n"
-    path.write_text(header + yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    overrides = ", ".join(recipe.overrides) or "none"
+    source = f"{recipe.source}, command-line overrides applied: {overrides}" if recipe.source else "the command line"
+    header = f"# The recipe this folder was trained with (deepdive), from {source}\n"
+    header += "# Fields left at their defaults are not listed\n"
+    if recipe.left_out:
+        header += f"# Left out, as credentials are never written: {', '.join(recipe.left_out)}\n"
+    path.write_text(header + yaml.safe_dump(recipe.values, sort_keys=False), encoding="utf-8")
     return path

@@ -19,7 +19,7 @@ import torch
 from transformers import set_seed
 
 from deepdive.cards import write_model_card
-from deepdive.configs import save_recipe
+from deepdive.configs import RecipeRecord, save_recipe
 from deepdive.distributed import check_replicas, end_processes, holds_replicas
 from deepdive.errors import RecipeError
 from deepdive.hub import check_push_settings, push_folder
@@ -32,7 +32,7 @@ logger = logging.getLogger("deepdive")
 @dataclass
 class Run:
     """A recipe run's bookkeeping: where it writes, the checkpoint it resumes from, where it pushes (with the
-    recipe's `hub_token`, if it gave one), when it began."""
+    recipe's `hub_token`, if it gave one), when it began, and the recipe as parsed, to be recorded."""
 
     output_dir: Path
     resume_from: str | None
@@ -40,11 +40,13 @@ class Run:
     started: float
     hub_token: str | None = field(default=None, repr=False)
     resumed_step: int = 0  # the optimizer steps already taken in the checkpoint resumed from
+    recipe: RecipeRecord | None = field(default=None, repr=False)
 
 
-def start_run(training_args, overwrite: bool = False) -> Run:
+def start_run(training_args, overwrite: bool = False, recipe: RecipeRecord | None = None) -> Run:
     """Everything a recipe settles before it loads data: the seed, a writable output folder that holds no
-    finished run (unless `overwrite`), the newest complete checkpoint to resume from, the push settings.
+    finished run (unless `overwrite`), the newest complete checkpoint to resume from, the push settings; the
+    run keeps `recipe` (`RecipeArguments.recipe`, as `parse_recipe` left it) to record when it finishes.
 
     A `hub_token` is taken off `training_args` here, before any Trainer holds them: the Trainer pickles its
     arguments, token included, into every `training_args.bin`; the run keeps it for its own push only."""
@@ -56,7 +58,8 @@ def start_run(training_args, overwrite: bool = False) -> Run:
     resumed_step = checkpoint_step(resume_from) if resume_from else 0
     if resume_from:
         logger.info("resuming from %s: step %d of %s", resume_from, resumed_step, training_args.max_steps or "all")
-    return Run(output_dir, resume_from, hub_target(training_args, hub_token), started, hub_token, resumed_step)
+    push_to = hub_target(training_args, hub_token)
+    return Run(output_dir, resume_from, push_to, started, hub_token, resumed_step, recipe)
 
 
 def hub_target(training_args, hub_token: str | None = None) -> str | None:
@@ -118,8 +121,8 @@ def save_model(trainer, output_dir) -> None:
 
 def finish_run(trainer, run: Run, metrics: dict) -> dict:
     """Record a finished run beside its model: metrics.json (with wall-clock and hardware), the Trainer's log
-    history (trainer_state.json), the recipe as run (recipe.yaml) and the model card (README.md); then push
-    the folder if the recipe asked; last, close the processes' group."""
+    history (trainer_state.json), the recipe as parsed (recipe.yaml, when the run was given one) and the model
+    card (README.md); then push the folder if the recipe asked; last, close the processes' group."""
     if run.resume_from:
         metrics["resumed_from_step"] = run.resumed_step
     metrics.update(
@@ -132,7 +135,8 @@ def finish_run(trainer, run: Run, metrics: dict) -> dict:
         metrics["replicas_identical"] = check_replicas(trainer.model)
     if trainer.is_world_process_zero():
         trainer.save_state()
-        save_recipe(run.output_dir)
+        if run.recipe is not None:
+            save_recipe(run.output_dir, run.recipe)
         write_metrics(run.output_dir, metrics)
         write_model_card(run.output_dir)
         if run.push_to:
