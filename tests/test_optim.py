@@ -1,7 +1,9 @@
 import copy
 
+import pytest
 import torch
 
+from deepdive.errors import RecipeError
 from deepdive.modeling import build_llama_config, build_model
 from deepdive.optim import MuonAdamW, MuonAdamWTrainerMixin, build_optimizer, split_muon_parameters
 
@@ -102,3 +104,19 @@ def test_the_trainer_builds_muon_over_exactly_the_parameters_that_train(tmp_path
     assert [id(parameter) for parameter in optimizer.muon.param_groups[0]["params"]] == adapter
     assert optimizer.adamw.param_groups[0]["params"] == []
     assert type(MuonTrainer(model=tiny_model(), args=args).create_optimizer()) is torch.optim.AdamW  # `optim`
+
+
+def test_muon_under_deepspeed_stops_before_the_first_step(tmp_path):
+    """DeepSpeed ZeRO gives the optimizer flat shards, which Muon would orthogonalise as if they were matrices."""
+    from transformers import Trainer, TrainingArguments
+
+    class MuonTrainer(MuonAdamWTrainerMixin, Trainer):
+        pass
+
+    trainer = MuonTrainer(
+        model=tiny_model(), args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True), muon_lr=1e-2
+    )
+    trainer.is_deepspeed_enabled = True  # as under accelerate_configs/zero2.yaml or zero3.yaml on GPUs
+    with pytest.raises(RecipeError, match=r"^muon_lr: Muon orthogonalises whole weight matrices, and DeepSpeed ZeRO"):
+        trainer.create_optimizer()
+    assert trainer.optimizer is None

@@ -11,6 +11,8 @@ parameters that train, a LoRA adapter's included.
 
 import torch
 
+from deepdive.errors import RecipeError
+
 
 def split_muon_parameters(model: torch.nn.Module) -> tuple[list, list]:
     """(2-D weights inside the transformer blocks, all other parameters that require grad); tied weights appear
@@ -114,5 +116,10 @@ class MuonAdamWTrainerMixin:
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.muon_lr:
+            if getattr(self, "is_deepspeed_enabled", False):
+                raise RecipeError(
+                    "muon_lr: Muon orthogonalises whole weight matrices, and DeepSpeed ZeRO hands the optimizer flat "
+                    "shards of them; leave muon_lr unset (AdamW) or launch with accelerate_configs/fsdp.yaml"
+                )
             self.optimizer = build_optimizer(self.model if model is None else model, self.args, self.muon_lr)
         return super().create_optimizer(model)
