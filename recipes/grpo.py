@@ -45,13 +45,16 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
     # Model and tokenizer from the SFT stage (or the Hub)
     model, tokenizer = load_chat_model(model_args, training_args.trust_remote_code)
     check_lora_targets(model_args, model)
-    evaluate = lambda: evaluate_tasks(  # noqa: E731 - the same evaluation before and after
-        model, tokenizer, args.tasks, args.num_test_examples, args.eval_max_new_tokens,
-        training_args.per_device_eval_batch_size,
-    )  # fmt: skip
+
+    def held_out_accuracy(model) -> dict:  # the same evaluation before and after training
+        return evaluate_tasks(
+            model, tokenizer, args.tasks, args.num_test_examples, args.eval_max_new_tokens,
+            training_args.per_device_eval_batch_size,
+        )  # fmt: skip
+
     metrics = {"stage": "grpo"}
     if args.num_test_examples:
-        metrics.update({f"before_{key}": value for key, value in evaluate().items()})
+        metrics.update({f"before_{key}": value for key, value in held_out_accuracy(model).items()})
 
     # Train: sample groups of replies, reward them, push towards the better ones
     trainer = build_trainer(args, training_args, model_args, model, tokenizer, reward_funcs, train_dataset)
@@ -62,8 +65,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
 
     # Evaluate the trained model with the same code and prompts
     if args.num_test_examples:
-        model = trainer.model
-        metrics.update({f"after_{key}": value for key, value in evaluate().items()})
+        metrics.update({f"after_{key}": value for key, value in held_out_accuracy(trainer.model).items()})
     rewards = [entry for entry in trainer.state.log_history if "reward" in entry]
     metrics["reward_curve"] = [{"step": entry["step"], "reward": entry["reward"]} for entry in rewards]
     finish_run(trainer, run, metrics)
