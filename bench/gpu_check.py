@@ -102,7 +102,8 @@ class Checks:
         peak = matmul_peak(torch.bfloat16)
         return (
             f"{metrics['train_tokens_per_second']:,.0f} tokens/s, MFU {achieved / peak:.1%} "
-            f"of the measured bf16 peak {peak / 1e12:.0f} TFLOP/s ({metrics['parameters'] / 1e6:.0f}M parameters)"
+            f"of the measured bf16 peak {peak / 1e12:.0f} TFLOP/s ({metrics['parameters'] / 1e6:.0f}M parameters; "
+            "the 20 steps include torch.compile's warm-up, so both are lower bounds)"
         )
 
     def fsdp(self, gpus: int) -> str:
