@@ -57,7 +57,10 @@ def start_run(training_args, overwrite: bool = False, recipe: RecipeRecord | Non
     resume_from = None if overwrite else last_complete_checkpoint(output_dir)
     resumed_step = checkpoint_step(resume_from) if resume_from else 0
     if resume_from:
-        logger.info("resuming from %s: step %d of %s", resume_from, resumed_step, training_args.max_steps or "all")
+        total = (
+            training_args.max_steps if training_args.max_steps > 0 else f"{training_args.num_train_epochs:g} epoch(s)"
+        )
+        logger.info("resuming from %s: step %d of %s", resume_from, resumed_step, total)
     push_to = hub_target(training_args, hub_token)
     return Run(output_dir, resume_from, push_to, started, hub_token, resumed_step, recipe)
 
@@ -149,6 +152,8 @@ def finish_run(trainer, run: Run, metrics: dict) -> dict:
 
 # --- Checkpoints: finished runs kept, cut-off saves skipped --------------------------------------------------
 
+CHECKPOINT = "checkpoint-"  # the Trainer's prefix of a checkpoint folder's name, before its global step
+
 
 def prepare_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
     """Check, before anything is trained, that `output_dir` can be written and holds no finished run.
@@ -179,8 +184,10 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
-    found = [path for path in output_dir.glob("checkpoint-*") if path.is_dir() and path.name[11:].isdigit()]
-    for checkpoint in sorted(found, key=lambda path: int(path.name[11:]), reverse=True):
+    found = [
+        path for path in output_dir.glob(f"{CHECKPOINT}*") if path.is_dir() and path.name[len(CHECKPOINT) :].isdigit()
+    ]
+    for checkpoint in sorted(found, key=checkpoint_step, reverse=True):
         try:
             json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -191,5 +198,5 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
 
 
 def checkpoint_step(checkpoint: str | Path) -> int:
-    """The optimizer steps a complete checkpoint had taken (its `trainer_state.json`)."""
-    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    """The optimizer steps a checkpoint had taken: the Trainer names each `checkpoint-<global step>`."""
+    return int(Path(checkpoint).name[len(CHECKPOINT) :])
