@@ -63,8 +63,8 @@ def chat_model_dir() -> str:
 def run_variant(model_dir: str, overrides: list[str], steps: int) -> GenerationTimer:
     from trl import GRPOConfig, ModelConfig, ScriptArguments
 
-    from deepdive.chat import load_chat_model
     from deepdive.configs import GRPOArguments, parse_recipe
+    from deepdive.modeling import load_recipe_model
     from deepdive.rewards import get_reward_funcs
     from deepdive.tasks import build_mixture
 
@@ -74,7 +74,7 @@ def run_variant(model_dir: str, overrides: list[str], steps: int) -> GenerationT
          "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--log_completions", "false",
          "--max_steps", str(steps), *overrides],
     )  # fmt: skip
-    model, tokenizer = load_chat_model(model_args)
+    model, tokenizer = load_recipe_model(model_args)
     data = build_mixture(dict.fromkeys(args.tasks, 1.0), args.num_train_prompts, "train", training_args.seed)
     rewards = get_reward_funcs(args.reward_funcs, training_args.reward_weights)
     trainer = load_recipe_script("grpo").build_trainer(

@@ -89,8 +89,8 @@ def sft_settings(rounds: int = 2, steps: int = 6, warmup: int = 2, variants: dic
     conversations in a row, so it is compared per conversation, not per step)."""
     from trl import ModelConfig, ScriptArguments, SFTConfig
 
-    from deepdive.chat import load_chat_model
     from deepdive.configs import SFTArguments, parse_recipe
+    from deepdive.modeling import load_recipe_model
     from deepdive.tasks import build_mixture
 
     model_dir = untrained_chat_model_dir()
@@ -103,7 +103,7 @@ def sft_settings(rounds: int = 2, steps: int = 6, warmup: int = 2, variants: dic
              tempfile.mkdtemp(), "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
              "--max_steps", str(warmup + steps), "--num_train_examples", "2000", *overrides],
         )  # fmt: skip
-        model, tokenizer = load_chat_model(model_args)
+        model, tokenizer = load_recipe_model(model_args)
         data = build_mixture(
             dict(zip(args.tasks, args.task_weights, strict=True)), args.num_train_examples, "train", 0
         )

@@ -58,7 +58,7 @@ def tiny_model(args, training_args, tokenizer, **shape):
 def untrained_chat_model_dir() -> str:
     """A folder with an untrained tiny model and its tokenizer with the chat template: what the SFT and GRPO
     benchmarks load when speed, not quality, is measured."""
-    from deepdive.chat import add_chat_template
+    from deepdive.tokenizer import add_chat_template
 
     args, training_args = parse_tiny()
     tokenizer, _ = tokenizer_and_corpus(args.vocab_size)

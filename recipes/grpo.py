@@ -10,19 +10,17 @@ replies per problem, rewarded by the task checkers) -> held-out accuracy after, 
 """
 
 import logging
-import sys
 import time
 
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, get_peft_config
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments
 
-from deepdive.chat import load_chat_model
-from deepdive.configs import GRPOArguments, parse_recipe
-from deepdive.errors import DeepdiveError
+from deepdive.configs import GRPOArguments, run_from_command_line
 from deepdive.evaluation import evaluate_tasks
+from deepdive.modeling import load_recipe_model
 from deepdive.rewards import get_reward_funcs
 from deepdive.runs import check_lora_targets, finish_run, save_model, start_run
 from deepdive.tasks import build_mixture, check_task_names
-from deepdive.trainer import NonFiniteGuard, RecipeTrainerMixin
+from deepdive.trainer import RecipeTrainerMixin, chat_trainer_arguments
 
 
 logger = logging.getLogger("deepdive.grpo")
@@ -43,7 +41,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
     train_dataset = train_dataset.select_columns(["prompt", "task", "answer"])
 
     # Model and tokenizer from the SFT stage (or the Hub)
-    model, tokenizer = load_chat_model(model_args, training_args.trust_remote_code)
+    model, tokenizer = load_recipe_model(model_args, training_args.trust_remote_code)
     check_lora_targets(model_args, model)
 
     def held_out_accuracy(model) -> dict:  # the same evaluation before and after training
@@ -80,18 +78,9 @@ def build_trainer(
     return MuonGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        muon_lr=args.muon_lr,
-        callbacks=[NonFiniteGuard(), *callbacks],
+        **chat_trainer_arguments(args, training_args, model_args, tokenizer, train_dataset, callbacks),
     )
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
-    try:
-        main(*parse_recipe((ScriptArguments, GRPOArguments, GRPOConfig, ModelConfig)))
-    except DeepdiveError as error:
-        sys.exit(f"error: {error}")
+    run_from_command_line(main, (ScriptArguments, GRPOArguments, GRPOConfig, ModelConfig))

@@ -10,7 +10,6 @@ that `AutoModelForCausalLM` loads. Every recipe field can be overridden on the c
 
 import logging
 import os
-import sys
 import time
 
 import numpy as np
@@ -19,14 +18,14 @@ from datasets import IterableDataset
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 from trl import ScriptArguments
 
-from deepdive.configs import PretrainArguments, parse_recipe
+from deepdive.configs import PretrainArguments, run_from_command_line
 from deepdive.data import collate_blocks, load_corpus, packed_dataset, tokenize_documents
 from deepdive.distributed import computed_once
-from deepdive.errors import DeepdiveError, RecipeError
+from deepdive.errors import RecipeError
 from deepdive.evaluation import bits_per_byte, bits_per_byte_metric, sum_token_nll, token_stream
+from deepdive.generation import default_generation_config
 from deepdive.modeling import build_llama_config, build_model, count_parameters
 from deepdive.runs import finish_run, global_batch, save_model, start_run
-from deepdive.sampling import default_generation_config
 from deepdive.tokenizer import bytes_per_token, token_byte_lengths, train_tokenizer
 from deepdive.trainer import NonFiniteGuard, RecipeTrainerMixin, SampleGenerationCallback
 
@@ -165,8 +164,4 @@ def build_trainer(args, training_args, model, tokenizer, train_blocks, eval_bloc
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
-    try:
-        main(*parse_recipe((ScriptArguments, PretrainArguments, TrainingArguments)))
-    except DeepdiveError as error:
-        sys.exit(f"error: {error}")
+    run_from_command_line(main, (ScriptArguments, PretrainArguments, TrainingArguments))

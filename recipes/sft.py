@@ -10,19 +10,19 @@ Face folder (`runs/<recipe>/sft`) with the tokenizer and chat template. With `us
 """
 
 import logging
-import sys
 import time
 
-from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, get_peft_config
+from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer
 
-from deepdive.chat import load_chat_model, validate_conversations
-from deepdive.configs import SFTArguments, parse_recipe
+from deepdive.chat import validate_conversations
+from deepdive.configs import SFTArguments, run_from_command_line
 from deepdive.data import load_conversations
-from deepdive.errors import DataError, DeepdiveError
+from deepdive.errors import DataError
 from deepdive.evaluation import evaluate_tasks
+from deepdive.modeling import load_recipe_model
 from deepdive.runs import check_lora_targets, finish_run, save_model, start_run
 from deepdive.tasks import build_mixture, check_task_names
-from deepdive.trainer import NonFiniteGuard, RecipeTrainerMixin
+from deepdive.trainer import RecipeTrainerMixin, chat_trainer_arguments
 
 
 logger = logging.getLogger("deepdive.sft")
@@ -49,7 +49,7 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
     train_dataset = train_dataset.select_columns(["messages"])
 
     # Tokenizer with the chat template; model from the pretraining stage (or the Hub)
-    model, tokenizer = load_chat_model(model_args, training_args.trust_remote_code)
+    model, tokenizer = load_recipe_model(model_args, training_args.trust_remote_code)
     if training_args.max_length and training_args.max_length > model.config.max_position_embeddings:
         raise DataError(
             f"max_length: {training_args.max_length} exceeds the model's {model.config.max_position_embeddings} "
@@ -87,19 +87,9 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
 def build_trainer(args, training_args, model_args, model, tokenizer, train_dataset, callbacks=()) -> MuonSFTTrainer:
     """The SFT trainer: the recipe's optimizer, LoRA when asked, the NaN guard (`bench/` times this one)."""
     return MuonSFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        muon_lr=args.muon_lr,
-        callbacks=[NonFiniteGuard(), *callbacks],
+        model=model, **chat_trainer_arguments(args, training_args, model_args, tokenizer, train_dataset, callbacks)
     )
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
-    try:
-        main(*parse_recipe((ScriptArguments, SFTArguments, SFTConfig, ModelConfig)))
-    except DeepdiveError as error:
-        sys.exit(f"error: {error}")
+    run_from_command_line(main, (ScriptArguments, SFTArguments, SFTConfig, ModelConfig))

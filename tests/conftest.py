@@ -15,8 +15,8 @@ from transformers import AutoModelForCausalLM, TrainingArguments
 from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
 
 from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe
-from deepdive.evaluation import generate_replies
-from deepdive.sampling import load_model_and_tokenizer
+from deepdive.generation import Decoding, generate
+from deepdive.modeling import load_model_and_tokenizer
 from deepdive.tasks import get_task
 
 
@@ -138,11 +138,12 @@ def rescored(model_dir, tasks, n_per_task: int, max_new_tokens: int, batch_size:
     for name in tasks:
         examples = get_task(name).examples("test", n_per_task, seed=0)
         prompts = [example["prompt"] for example in examples]
-        replies, ends = generate_replies(model, tokenizer, prompts, max_new_tokens, batch_size)
+        completions = generate(model, tokenizer, prompts, Decoding(max_new_tokens), batch_size)
+        replies = [completion.text for completion in completions]
         answers = [example["answer"] for example in examples]
         correct = [get_task(name).check(reply, answer) for reply, answer in zip(replies, answers, strict=True)]
         scores[f"{name}_accuracy"] = sum(correct) / len(correct)
-        stopped += ends
+        stopped += [completion.stopped for completion in completions]
     scores["stop_rate"] = sum(stopped) / len(stopped)
     return scores
 

@@ -8,9 +8,9 @@ from trl import SFTConfig
 from trl.chat_template_utils import is_chat_template_stop_token_trained
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from deepdive.chat import add_chat_template, chat_loop, fit_to_context, reply, validate_conversations
+from deepdive.chat import chat_loop, fit_to_context, reply, validate_conversations
 from deepdive.errors import DataError
-from deepdive.tokenizer import train_tokenizer
+from deepdive.tokenizer import add_chat_template, train_tokenizer
 
 
 CONVERSATION = [

@@ -5,22 +5,22 @@ import sys
 import pytest
 
 from deepdive.cli import main
-from deepdive.sampling import sample_text
+from deepdive.generation import Decoding, sample_text
 
 
 def test_sample_is_reproducible_per_seed_and_streams(micro_base):
     stream = io.StringIO()
-    first = sample_text(str(micro_base), "ROMEO:\n", max_new_tokens=12, seed=3, stream=stream)
-    again = sample_text(str(micro_base), "ROMEO:\n", max_new_tokens=12, seed=3)
-    other = sample_text(str(micro_base), "ROMEO:\n", max_new_tokens=12, seed=4, num_samples=2)
+    first = sample_text(str(micro_base), "ROMEO:\n", Decoding(12, 0.8, 50, seed=3), stream=stream)
+    again = sample_text(str(micro_base), "ROMEO:\n", Decoding(12, 0.8, 50, seed=3))
+    other = sample_text(str(micro_base), "ROMEO:\n", Decoding(12, 0.8, 50, num_samples=2, seed=3))
     assert first == again
-    assert len(other) == 2 and other[0] != other[1]
+    assert len(other) == 2 and other[0] == first[0] and other[1] != other[0]  # sample i is seed + i
     assert stream.getvalue().startswith("ROMEO:\n") and first[0] in stream.getvalue()
 
 
 def test_greedy_sampling_ignores_the_seed(micro_base):
-    one = sample_text(str(micro_base), "KING:", max_new_tokens=8, temperature=0, seed=1)
-    two = sample_text(str(micro_base), "KING:", max_new_tokens=8, temperature=0, seed=2)
+    one = sample_text(str(micro_base), "KING:", Decoding(8, seed=1))
+    two = sample_text(str(micro_base), "KING:", Decoding(8, seed=2))
     assert one == two
 
 
@@ -74,7 +74,7 @@ def test_sample_and_chat_take_a_hub_id_with_its_owner(monkeypatch, command):
         raise LoaderReached
 
     for loader in ("AutoTokenizer", "AutoModelForCausalLM"):
-        monkeypatch.setattr(f"deepdive.sampling.{loader}.from_pretrained", from_pretrained)
+        monkeypatch.setattr(f"deepdive.modeling.{loader}.from_pretrained", from_pretrained)
     with pytest.raises(LoaderReached):
         main([command, "--model", "HuggingFaceTB/SmolLM2-135M", "--prompt", "Hi"])
     assert loaded == ["HuggingFaceTB/SmolLM2-135M"]
@@ -84,7 +84,7 @@ def test_a_hub_id_that_cannot_be_loaded_fails_in_one_line(monkeypatch):
     def from_pretrained(name, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
 
-    monkeypatch.setattr("deepdive.sampling.AutoTokenizer.from_pretrained", from_pretrained)
+    monkeypatch.setattr("deepdive.modeling.AutoTokenizer.from_pretrained", from_pretrained)
     with pytest.raises(SystemExit) as stopped:
         main(["sample", "--model", "someone/no-such-model"])
     assert stopped.value.code == (

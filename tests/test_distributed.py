@@ -18,6 +18,7 @@ from deepdive import distributed, trainer
 from deepdive.configs import fit_global_batch
 from deepdive.distributed import check_replicas, parameter_fingerprints, replica_mismatch
 from deepdive.errors import RecipeError, TrainingError
+from deepdive.generation import Completion
 from deepdive.records import read_record
 
 
@@ -223,7 +224,7 @@ def test_every_process_of_a_sharded_run_generates_the_samples(
     hang the run. Every process generates there; only the main process ever writes."""
     calls = []
     monkeypatch.setattr(trainer, "is_sharded", lambda: sharded)
-    monkeypatch.setattr(trainer, "generate_samples", lambda *args: calls.append(args) or [("ROMEO:", " ay")])
+    monkeypatch.setattr(trainer, "generate", lambda *args, **kwargs: calls.append(args) or [Completion(" ay", True)])
     callback = trainer.SampleGenerationCallback(tokenizer=None, prompts=["ROMEO:"])
     args = SimpleNamespace(output_dir=str(tmp_path), bf16=False, report_to=[])
     state = SimpleNamespace(is_world_process_zero=main_process, global_step=3)

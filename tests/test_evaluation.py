@@ -7,6 +7,7 @@ from transformers.trainer_utils import EvalPrediction
 
 from deepdive import evaluation
 from deepdive.evaluation import bits_per_byte, bits_per_byte_metric, sum_token_nll, window_starts
+from deepdive.generation import Completion
 from deepdive.tasks import get_task
 
 
@@ -75,12 +76,12 @@ def test_task_accuracy_and_stop_rate_count_each_reply_against_its_own_answer(mon
     examples = {name: get_task(name).examples("test", 4, seed=0) for name in ("arithmetic", "spelling")}
     right = {"arithmetic": 3, "spelling": 1}
 
-    def canned_replies(model, tokenizer, prompts, max_new_tokens, batch_size, progress=False):
+    def canned_replies(model, tokenizer, prompts, decoding, batch_size=32, progress=False):
         name = next(name for name, found in examples.items() if [row["prompt"] for row in found] == list(prompts))
         answers = [int(row["answer"]) for row in examples[name]]
         replies = [f"Answer: {answer if index < right[name] else answer + 1}" for index, answer in enumerate(answers)]
-        return replies, [index < 2 for index in range(len(replies))]
+        return [Completion(reply, index < 2) for index, reply in enumerate(replies)]
 
-    monkeypatch.setattr(evaluation, "generate_replies", canned_replies)
+    monkeypatch.setattr(evaluation, "generate", canned_replies)
     metrics = evaluation.evaluate_tasks(None, None, ["arithmetic", "spelling"], 4)
     assert metrics == {"arithmetic_accuracy": 0.75, "spelling_accuracy": 0.25, "stop_rate": 0.5, "test_prompts": 8}

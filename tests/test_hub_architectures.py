@@ -34,7 +34,7 @@ from transformers import (
 )
 
 import deepdive.rewards as rewards
-from deepdive.evaluation import generate_replies
+from deepdive.generation import Decoding, generate
 from deepdive.tasks import build_mixture
 from deepdive.tokenizer import END_OF_TEXT, IM_END, IM_START, train_tokenizer
 
@@ -219,8 +219,8 @@ def test_held_out_replies_are_greedy_whatever_the_folder_samples_with(stand_ins)
             ids = torch.cat([ids, torch.tensor([argmax[-1:]])], dim=1)
     argmax = argmax[: argmax.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in argmax else argmax
     assert len(set(argmax)) < len(argmax)  # the argmax reply repeats a token: the penalty would change it
-    replies, _ = generate_replies(model, tokenizer, [prompt], max_new_tokens=24)
-    assert replies == [tokenizer.decode(argmax, skip_special_tokens=True)]
+    completions = generate(model, tokenizer, [prompt], Decoding(max_new_tokens=24))
+    assert [completion.text for completion in completions] == [tokenizer.decode(argmax, skip_special_tokens=True)]
 
 
 def test_sft_marks_exactly_the_replies_for_the_loss(smollm2_sft):

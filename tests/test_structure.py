@@ -1,9 +1,10 @@
 """How the package is put together: imports show the architecture, and a built install carries what it reads.
 
-The import rules are read from the source with `ast`, nothing imported: no deepdive module imports another inside a
-function (a boundary that needs it is drawn wrong), the module-level imports form no cycle, and the bottom layer
-imports nothing above it. Then the package is built and installed the way a user installs it (`pip install .`,
-not editable) and the installed copy, alone on the path, must find every data card.
+The rules are read from the source with `ast`, nothing imported: no deepdive module imports another inside a
+function (a boundary that needs it is drawn wrong), the module-level imports form no cycle, the bottom layer
+imports nothing above it, and one module makes a model write. Then the package is built and installed the way a
+user installs it (`pip install .`, not editable) and the installed copy, alone on the path, must find every data
+card.
 """
 
 import ast
@@ -120,6 +121,24 @@ def test_the_bottom_layer_imports_nothing_above_it():
     assert {module: graph[module] - {"deepdive.errors"} for module in BOTTOM_LAYER} == dict.fromkeys(
         BOTTOM_LAYER, set()
     )
+
+
+def generate_callers(sources: dict[str, str]) -> list[str]:
+    """The modules that call a `.generate(...)` method (a model writing text)."""
+    return sorted(
+        module
+        for module, source in sources.items()
+        if any(
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "generate"
+            for node in ast.walk(ast.parse(source))
+        )
+    )
+
+
+def test_one_module_makes_a_model_write():
+    """Samples, chat, evaluation and the report all generate through `deepdive.generation`."""
+    assert generate_callers(package_modules()) == ["deepdive.generation"]
+    assert generate_callers({"deepdive.x": "def f(model):\n    return model.generate(x)\n"}) == ["deepdive.x"]
 
 
 def test_the_checks_catch_what_they_forbid():

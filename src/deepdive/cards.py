@@ -15,8 +15,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from deepdive.configs import GRPOArguments, SFTArguments, without_secrets
 from deepdive.data import DATA_CARDS_DIR
+from deepdive.modeling import check_model_folder, is_hub_id
 from deepdive.records import read_record
-from deepdive.sampling import check_model_folder, is_hub_id
 from deepdive.tasks import TASKS
 
 

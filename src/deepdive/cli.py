@@ -101,9 +101,11 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace) -> None:
     if args.command == "chat":
         from deepdive.chat import chat_loop, reply
-        from deepdive.sampling import load_model_and_tokenizer
+        from deepdive.modeling import load_model_and_tokenizer
 
-        model, tokenizer = load_model_and_tokenizer(args.model, chat=True)
+        model, tokenizer = load_model_and_tokenizer(args.model)
+        if tokenizer.chat_template is None:
+            raise DataError(f"--model: {args.model} has no chat template; chat with an SFT or GRPO model")
         if args.prompt is not None:
             messages = [{"role": "user", "content": args.prompt}]
             reply(model, tokenizer, messages, args.max_new_tokens, args.temperature, args.top_k, sys.stdout, args.seed)
@@ -153,19 +155,12 @@ def _run(args: argparse.Namespace) -> None:
         url = push_folder(args.model, args.repo_id, args.private, report)
         print(f"pushed {args.model} to https://huggingface.co/{args.repo_id} ({url})")
     elif args.command == "sample":
-        from deepdive.sampling import sample_text
+        from deepdive.generation import Decoding, sample_text
 
-        sample_text(
-            args.model,
-            args.prompt,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            seed=args.seed,
-            num_samples=args.num_samples,
-            stream=sys.stdout,
-        )
+        decoding = Decoding(
+            args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.num_samples, args.seed
+        )  # fmt: skip
+        sample_text(args.model, args.prompt, decoding, stream=sys.stdout)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ import torch
 import yaml
 from trl import TrlParser
 
-from deepdive.errors import RecipeError
+from deepdive.errors import DeepdiveError, RecipeError
+from deepdive.tasks import LESSONS
 
 
 # Fields a run's records are read by (the card's base model, the seed table): recorded even at their defaults
@@ -130,6 +131,16 @@ class PretrainArguments(RecipeArguments):
         default_factory=list, metadata={"help": "Prompts continued and logged at every evaluation."}
     )
     sample_max_new_tokens: int = field(default=64, metadata={"help": "Length of each logged sample."})
+
+
+def run_from_command_line(main, dataclass_types: tuple) -> None:
+    """What a recipe script does when run: log with the time, parse its recipe (`parse_recipe`), run `main` on it,
+    and end in one line naming the field or file at fault when the recipe or its data is bad."""
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, datefmt="%H:%M:%S")
+    try:
+        main(*parse_recipe(dataclass_types))
+    except DeepdiveError as error:
+        sys.exit(f"error: {error}")
 
 
 def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple:
@@ -351,7 +362,7 @@ class SFTArguments(RecipeArguments):
 
     # Data
     tasks: list[str] = field(
-        default_factory=lambda: ["identity", "arithmetic", "spelling", "shakespeare"],
+        default_factory=lambda: list(LESSONS),
         metadata={"help": "Synthetic task families to train on (see deepdive.tasks); ignored with data_files."},
     )
     task_weights: list[float] | None = field(

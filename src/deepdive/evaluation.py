@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from deepdive.data import build_shakespeare, tokenize_documents
 from deepdive.distributed import gather_shares, is_main_process, process_share
+from deepdive.generation import Completion, Decoding, generate
+from deepdive.modeling import check_model_folder, load_model_and_tokenizer
 from deepdive.records import read_record, write_metrics
-from deepdive.sampling import check_model_folder, load_model_and_tokenizer
 from deepdive.tasks import TASKS, check_task_names, get_task
 from deepdive.tokenizer import token_byte_lengths
 
@@ -123,65 +124,10 @@ def bits_per_byte_metric(token_bytes: list[int]):
 # --- Chat models: task accuracy and stop rate --------------------------------------------------------------
 
 
-@torch.no_grad()
-def generate_replies(
-    model,
-    tokenizer,
-    conversations,
-    max_new_tokens: int,
-    batch_size: int = 32,
-    progress: bool = False,
-    num_samples: int = 1,
-    temperature: float = 0.0,
-    seed: int = 0,
-):
-    """Replies to each conversation's prompt, greedy (temperature 0) or `num_samples` sampled ones each.
-
-    Returns (reply texts, whether each reply stopped with `<|im_end|>`), `num_samples` consecutive entries per
-    conversation. Several processes each answer a share of the conversations. Only the model's own distribution
-    is decoded: a repetition penalty in the model folder's generation config (Qwen2.5-Instruct ships one) is not
-    applied, so scores mean the same for every model.
-    """
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    greedy = temperature == 0
-    if greedy and num_samples != 1:
-        raise ValueError(f"num_samples: greedy decoding gives one reply per prompt, not {num_samples}")
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
-    torch.manual_seed(seed)
-    texts, stopped = [], []
-    prompts_per_batch = max(1, batch_size // num_samples)
-    conversations = process_share(list(conversations))
-    batches = range(0, len(conversations), prompts_per_batch)
-    try:
-        for first in tqdm(batches, desc="replies", disable=not (progress and is_main_process())):
-            batch = conversations[first : first + prompts_per_batch]
-            inputs = tokenizer.apply_chat_template(
-                batch, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
-            ).to(model.device)
-            output = model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=not greedy,
-                num_return_sequences=num_samples,
-                temperature=None if greedy else temperature,
-                top_k=None if greedy else 0,
-                top_p=None if greedy else 1.0,
-                repetition_penalty=1.0,
-                eos_token_id=end_of_turn,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            for row in output[:, inputs["input_ids"].shape[1] :]:
-                tokens = row.tolist()
-                stopped.append(end_of_turn in tokens)
-                if end_of_turn in tokens:
-                    tokens = tokens[: tokens.index(end_of_turn)]
-                texts.append(tokenizer.decode(tokens, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return gather_shares(texts), gather_shares(stopped)
+def answer_in_shares(model, tokenizer, conversations, decoding: Decoding, batch_size: int) -> list[Completion]:
+    """`generate`'s completions of every conversation when several processes each answer a share of them."""
+    shares = generate(model, tokenizer, process_share(list(conversations)), decoding, batch_size, progress=True)
+    return gather_shares(shares)
 
 
 def evaluate_tasks(model, tokenizer, task_names, n_per_task: int, max_new_tokens: int = 160, batch_size: int = 32):
@@ -190,11 +136,10 @@ def evaluate_tasks(model, tokenizer, task_names, n_per_task: int, max_new_tokens
     replies, answers, tasks, stopped = [], [], [], []
     for name in task_names:
         examples = get_task(name).examples("test", n_per_task, seed=0)
-        texts, ends = generate_replies(
-            model, tokenizer, [example["prompt"] for example in examples], max_new_tokens, batch_size, progress=True
-        )
-        replies += texts
-        stopped += ends
+        prompts = [example["prompt"] for example in examples]
+        completions = answer_in_shares(model, tokenizer, prompts, Decoding(max_new_tokens), batch_size)
+        replies += [completion.text for completion in completions]
+        stopped += [completion.stopped for completion in completions]
         answers += [example["answer"] for example in examples]
         tasks += [name] * len(examples)
     metrics = load_metric("task_accuracy").compute(predictions=replies, references=answers, tasks=tasks)
@@ -218,17 +163,9 @@ def evaluate_pass_at_k(
 ) -> dict[str, float]:
     """pass@k of `task_name`'s held-out problems from `num_samples` sampled replies each (the `pass_at_k` metric)."""
     examples = get_task(task_name).examples("test", n_problems, seed=0)
-    replies, _ = generate_replies(
-        model,
-        tokenizer,
-        [example["prompt"] for example in examples],
-        max_new_tokens,
-        batch_size,
-        progress=True,
-        num_samples=num_samples,
-        temperature=temperature,
-        seed=seed,
-    )
+    decoding = Decoding(max_new_tokens, temperature, num_samples=num_samples, seed=seed)
+    completions = answer_in_shares(model, tokenizer, [example["prompt"] for example in examples], decoding, batch_size)
+    replies = [completion.text for completion in completions]
     grouped = [replies[index : index + num_samples] for index in range(0, len(replies), num_samples)]
     result = load_metric("pass_at_k").compute(
         predictions=grouped,

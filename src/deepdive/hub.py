@@ -15,8 +15,8 @@ from transformers import AutoTokenizer
 
 from deepdive.cards import data_card_paths, hub_id_of, shown_path, shown_paths, write_model_card
 from deepdive.errors import DataError, RecipeError
+from deepdive.modeling import check_model_folder, is_hub_id
 from deepdive.records import read_record
-from deepdive.sampling import check_model_folder, is_hub_id
 
 
 def merge_adapter(adapter_dir: str, output_dir: str) -> Path:

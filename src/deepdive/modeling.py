@@ -1,15 +1,22 @@
-"""The model: a small Llama-style decoder built from a config, never downloaded.
+"""The model: a small Llama-style decoder built from a config, or a model folder or Hub checkpoint loaded.
 
 Llama's architecture (RoPE positions, RMSNorm, SwiGLU MLP, no biases) is what today's small open models
 (SmolLM2, Qwen2.5) use, so a model pretrained here loads with plain `transformers` and the later stages treat
 it exactly like a Hub checkpoint. Input and output embeddings are tied: at a few million parameters the
 embedding table is a large share of the model and tying it is a clear win for quality per parameter.
+
+Every stage and command loads a model through `load_model_and_tokenizer`: weights from safetensors only, and a
+bad name is a one-line error before anything runs.
 """
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from pathlib import Path
 
-from deepdive.errors import RecipeError
+import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from deepdive.errors import DataError, RecipeError
+from deepdive.tokenizer import add_chat_template
 
 
 def build_llama_config(
@@ -63,3 +70,86 @@ def build_model(config: LlamaConfig, seed: int) -> LlamaForCausalLM:
 def count_parameters(model) -> int:
     """Parameters the model trains (a tied embedding is counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+# --- Loading a model folder or a Hub checkpoint ---------------------------------------------------------------
+
+
+# --- Loading --------------------------------------------------------------------------------------------------
+
+
+def check_model_folder(folder: str | Path) -> Path:
+    """`folder` if it holds a model (config.json and safetensors weights, or a LoRA adapter); else a one-line
+    DataError, so that nothing writes an evaluation or a model card (README.md) into a folder that is not a
+    model's, such as the repository itself."""
+    folder = Path(folder)
+    model = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    adapter = (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+    if not (model or adapter):
+        raise DataError(
+            f"--model: {folder} is not a model folder (it holds no config.json with .safetensors weights, "
+            "nor a LoRA adapter)"
+        )
+    return folder
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` has the form of a Hub model id: `name` or `owner/name` (e.g. `HuggingFaceTB/SmolLM2-135M`)."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def load_model_and_tokenizer(
+    model_name_or_path: str,
+    chat: bool = False,
+    dtype: str | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    where: str = "--model",
+):
+    """(model, tokenizer) from a model folder or a Hub id, weights from safetensors only.
+
+    `chat` gives a tokenizer without a chat template deepdive's own (what SFT does to a pretrained base model).
+    `dtype` "auto" or None loads float32, which the recipes' mixed precision expects. A bad name is a one-line
+    DataError that names `where` it came from.
+    """
+    if Path(model_name_or_path).is_dir():
+        try:
+            check_model_folder(model_name_or_path)
+        except DataError as error:
+            raise DataError(str(error).replace("--model", where, 1)) from None
+    elif not is_hub_id(model_name_or_path):
+        raise DataError(f"{where}: {model_name_or_path} is not a model folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as error:  # a Hub id the Hub does not serve, or no network: transformers' first line says which
+        reason = str(error).strip().splitlines()[0]
+        raise DataError(
+            f"{where}: {model_name_or_path} is not a model folder nor loadable from the Hub ({reason})"
+        ) from None
+    if chat:
+        add_chat_template(tokenizer, where)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_name_or_path,
+        dtype=None if dtype in (None, "auto") else dtype,
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+    )
+    model.eval()
+    return model, tokenizer
+
+
+def load_recipe_model(model_args, trust_remote_code: bool = False):
+    """(model, tokenizer) for the SFT and GRPO recipes from TRL's `ModelConfig`, with a chat template."""
+    return load_model_and_tokenizer(
+        model_args.model_name_or_path,
+        chat=True,
+        dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=trust_remote_code,
+        where="model_name_or_path",
+    )

@@ -12,13 +12,11 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import torch
-
 from deepdive.errors import DataError
-from deepdive.evaluation import generate_replies
+from deepdive.generation import Decoding, generate
+from deepdive.modeling import load_model_and_tokenizer
 from deepdive.records import hardware, read_record
-from deepdive.sampling import load_model_and_tokenizer
-from deepdive.tasks import get_task
+from deepdive.tasks import LESSONS, get_task
 
 
 STAGE_FOLDERS = {"pretrain": "base", "sft": "sft", "grpo": "grpo"}
@@ -65,9 +63,6 @@ def table_rows(records: dict[str, dict]) -> list[tuple[str, str, object]]:
         after = next((i for i, row in enumerate(rows) if row[1] == f"{task}_accuracy"), len(rows) - 1)
         rows.insert(after + 1, (f"{task} pass@{k}, sampled", key, _share))
     return rows
-
-
-SIDE_BY_SIDE_TASKS = ("identity", "arithmetic", "spelling", "shakespeare")
 
 
 def stage_record(folder: Path) -> dict:
@@ -140,31 +135,23 @@ def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
     return paths
 
 
-@torch.no_grad()
 def answer_side_by_side(folders: dict[str, Path], max_new_tokens: int = 100) -> list[dict]:
     """The first held-out prompt of each task family, answered greedily by every stage.
 
     Chat stages answer through their chat template; the base model, a token simulator, continues the question
     as plain text, which is what pretraining alone gives.
     """
-    questions = [get_task(name).examples("test", 1, seed=0)[0]["prompt"] for name in SIDE_BY_SIDE_TASKS]
+    questions = [get_task(name).examples("test", 1, seed=0)[0]["prompt"] for name in LESSONS]
     rows = [{"prompt": question[-1]["content"]} for question in questions]
     for stage, folder in folders.items():
         model, tokenizer = load_model_and_tokenizer(str(folder))
         if tokenizer.chat_template:
-            replies, _ = generate_replies(model, tokenizer, questions, max_new_tokens, batch_size=len(questions))
+            completions = generate(model, tokenizer, questions, Decoding(max_new_tokens))
         else:
-            replies = []
-            for row in rows:
-                inputs = tokenizer(
-                    tokenizer.bos_token + row["prompt"] + "\n", return_tensors="pt", add_special_tokens=False
-                )
-                output = model.generate(
-                    **inputs, max_new_tokens=max_new_tokens // 2, do_sample=False, pad_token_id=tokenizer.pad_token_id
-                )
-                replies.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
-        for row, reply in zip(rows, replies, strict=True):
-            row[stage] = reply
+            texts = [row["prompt"] + "\n" for row in rows]
+            completions = generate(model, tokenizer, texts, Decoding(max_new_tokens // 2))
+        for row, completion in zip(rows, completions, strict=True):
+            row[stage] = completion.text
     return rows
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from deepdive.errors import DataError
 from deepdive.records import read_record
-from deepdive.report import SIDE_BY_SIDE_TASKS as TASK_ORDER  # rows in the report card's order; others after
+from deepdive.tasks import LESSONS as TASK_ORDER  # rows in the lecture's order; other families after
 
 
 STAGES = ("base", "sft", "grpo")  # the run folder's stage folders, in pipeline order

@@ -1,4 +1,4 @@
-"""Train the byte-level BPE tokenizer that turns text into the tokens the model simulates.
+"""Train the byte-level BPE tokenizer that turns text into the tokens the model simulates, and the chat template.
 
 Byte-level, so any Unicode string round-trips exactly and no input is ever "unknown". Digits are split one by
 one before BPE, so "1234" is always four tokens and arithmetic in the SFT and RL stages sees single digits
@@ -68,3 +68,47 @@ def bytes_per_token(tokenizer, texts) -> float:
         len(ids) for ids in tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
     )
     return n_bytes / max(n_tokens, 1)
+
+
+# --- The chat template: a conversation as tokens ------------------------------------------------------------
+# A conversation is just another token sequence. The template is ChatML-style with the special tokens reserved
+# above (`<|im_start|>role\n ... <|im_end|>`), opened by `<|endoftext|>` as every pretraining document was. The
+# assistant's content and its closing `<|im_end|>` sit inside `{% generation %}` markers, so TRL's
+# `assistant_only_loss` trains exactly those tokens: the model learns to answer and, just as important, to stop.
+
+ROLES = ("system", "user", "assistant")
+CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{- raise_exception('unknown role ' + message['role'] + '; valid roles: system, user, assistant') }}"
+    "{%- endif %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def add_chat_template(tokenizer, where: str = "model_name_or_path"):
+    """Give `tokenizer` deepdive's chat template (if it has none) and make `<|im_end|>` its EOS.
+
+    Raises DataError when the tokenizer lacks the chat special tokens (e.g. a tokenizer from elsewhere).
+    """
+    vocabulary = tokenizer.get_vocab()
+    if tokenizer.chat_template is None:
+        missing = [token for token in (END_OF_TEXT, IM_START, IM_END) if token not in vocabulary]
+        if missing:
+            raise DataError(
+                f"{where}: the tokenizer has no chat template and lacks the chat tokens {', '.join(missing)}; "
+                "use a model pretrained by deepdive or one with a chat template"
+            )
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.bos_token = END_OF_TEXT
+        tokenizer.eos_token = IM_END
+    return tokenizer

@@ -2,23 +2,25 @@
 
 Each recipe's trainer class is `RecipeTrainerMixin` listed before `Trainer`, `SFTTrainer` or `GRPOTrainer`: it
 brings the recipe's optimizer (Muon + AdamW, `deepdive.optim`) and a resume that does not warn about tied
-weights. The callbacks hook in where the Trainer expects them: `SampleGenerationCallback` logs a few sampled
+weights; `chat_trainer_arguments` wires the SFT and GRPO trainers the same way. The callbacks hook in where the Trainer expects them: `SampleGenerationCallback` logs a few sampled
 continuations at each evaluation, so a person can watch the token simulator learn, and `NonFiniteGuard` stops
 training at the first non-finite gradient, before the optimizer applies it.
 """
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+from trl import get_peft_config
 
 from deepdive.distributed import is_sharded
 from deepdive.errors import TrainingError
+from deepdive.generation import SAMPLING, generate
 from deepdive.optim import MuonAdamWTrainerMixin
 from deepdive.runs import last_complete_checkpoint
-from deepdive.sampling import generate_samples
 
 
 class RecipeTrainerMixin(MuonAdamWTrainerMixin):
@@ -36,6 +38,19 @@ class RecipeTrainerMixin(MuonAdamWTrainerMixin):
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
 
+def chat_trainer_arguments(args, training_args, model_args, tokenizer, train_dataset, callbacks=()) -> dict:
+    """What the SFT and GRPO trainers are built with besides the model (and GRPO's rewards): the recipe's
+    optimizer (Muon + AdamW when it sets `muon_lr`), LoRA when `model_args` ask for it, and the NaN guard."""
+    return dict(
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        muon_lr=args.muon_lr,
+        callbacks=[NonFiniteGuard(), *callbacks],
+    )
+
+
 class SampleGenerationCallback(TrainerCallback):
     """At each evaluation, continue a few prompts and log the text (stdout, `samples.jsonl`, TensorBoard)."""
 
@@ -50,7 +65,9 @@ class SampleGenerationCallback(TrainerCallback):
         # The main process writes the samples; under FSDP or ZeRO-3 every process must take part in generating them
         if not self.prompts or model is None or not (state.is_world_process_zero or is_sharded()):
             return
-        samples = generate_samples(model, self.tokenizer, self.prompts, self.max_new_tokens, self.seed, args.bf16)
+        decoding = replace(SAMPLING, max_new_tokens=self.max_new_tokens, seed=self.seed)
+        completions = generate(model, self.tokenizer, self.prompts, decoding, bf16=args.bf16)
+        samples = [(prompt, completion.text) for prompt, completion in zip(self.prompts, completions, strict=True)]
         if not state.is_world_process_zero:
             return
         output_dir = Path(args.output_dir)

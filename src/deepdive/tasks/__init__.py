@@ -31,6 +31,7 @@ TASKS: dict[str, object] = {
         Spelling(),
     )
 }
+LESSONS = ("identity", "arithmetic", "spelling", "shakespeare")  # what SFT teaches by default, in the lecture's order
 
 
 def check_task_names(names: list[str]) -> None:
