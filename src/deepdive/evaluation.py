@@ -1,6 +1,6 @@
-"""Bits per byte: the pretraining metric that does not depend on the tokenizer.
+"""Evaluation: bits per byte for a base model; task accuracy, stop rate and pass@k for a chat model.
 
-Per-token loss cannot compare models with different vocabularies: a tokenizer with longer tokens has higher
+Bits per byte is the pretraining metric that does not depend on the tokenizer. Per-token loss cannot compare models with different vocabularies: a tokenizer with longer tokens has higher
 loss per token for the same text. Bits per byte divides the total negative log-likelihood of a text by its
 size in UTF-8 bytes, so any two models can be compared on the same validation text.
 

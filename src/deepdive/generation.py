@@ -1,4 +1,4 @@
-"""Text generation: load a model, continue prompts or answer conversations, stream tokens as they are drawn.
+"""Text generation: continue prompts or answer conversations, streaming the tokens as they are drawn.
 
 Every place that makes a model write goes through `generate` here: the samples logged during training, `deepdive
 sample` (the lecture's token simulator), `deepdive chat`, the evaluations and the report card. A prompt is either
