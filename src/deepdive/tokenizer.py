@@ -95,7 +95,7 @@ def bytes_per_token(tokenizer, texts) -> float:
 
 TOOL_CALL_OPEN = "<tool>"
 TOOL_CALL_CLOSE = "</tool>"
-ROLES = ("system", "user", "assistant")  # what `validate_conversation` accepts: tool-free conversations
+ROLES = ("system", "user", "assistant", "tool")
 CHAT_TEMPLATE = (
     "{{- bos_token }}"
     "{%- if tools %}"

@@ -12,12 +12,14 @@ each opening with its speaker's name, so a query naming a character finds their 
 import ast
 import functools
 import inspect
+import json
 import math
 import re
 import warnings
 
 import bm25s
 import numpy as np
+from transformers.utils import get_json_schema
 
 from deepdive.data import build_shakespeare
 
@@ -398,6 +400,7 @@ def play_passages(title: str, text: str) -> list[tuple[str, str]]:
 
 TOOLS = [python, search]
 TOOLS_BY_NAME = {tool.__name__: tool for tool in TOOLS}
+TOOL_SCHEMAS = json.dumps([get_json_schema(tool) for tool in TOOLS])  # as a dataset's `tools` column holds them
 
 
 def run_tool_call(name: str, arguments: dict) -> str:
