@@ -1,6 +1,6 @@
 # deepdive: `make all` runs the whole pipeline (pretrain -> sft -> grpo -> eval -> report) on the default tiny
 # recipe, skipping stages already finished; `make pretrain`, `make sft`, `make grpo` run one stage; `make chat`
-# talks to the assistant; `make seeds` runs the pipeline once per seed and writes the spread over seeds;
+# talks to the assistant (`make chat-tools`: the one `make tools` trained, tools on); `make seeds` runs the pipeline once per seed and writes the spread over seeds;
 # `make test` runs the test suite; `make bench` measures speed. Every target sets up .venv from a bare python3
 # first.
 # Variables: RECIPE (a folder of recipes/), ARGS (extra overrides for one stage, e.g. ARGS="--max_steps 50"),
@@ -33,7 +33,7 @@ HUB_MODEL_ID ?=
 PRIVATE ?=
 STAGES := base sft grpo
 
-.PHONY: all seeds install pretrain sft grpo eval report push chat sample test bench gpu-check style quality clean
+.PHONY: all seeds tools install pretrain sft grpo eval report push chat chat-tools sample test bench gpu-check style quality clean
 
 install: $(STAMP)
 
@@ -60,6 +60,17 @@ $(RUN_DIR)/sft/metrics.json: recipes/$(RECIPE)/sft.yaml $(RUN_DIR)/base/metrics.
 
 $(RUN_DIR)/grpo/metrics.json: recipes/$(RECIPE)/grpo.yaml $(RUN_DIR)/sft/metrics.json
 	$(LAUNCH) recipes/grpo.py --config $< $(call STAGE_ARGS,grpo,sft,sft) $(REDO)
+
+# `make tools`: SFT again from the same base with half the conversations asked with the python and search tools
+# offered (the model calls one and answers from its result), then its evaluation with and without tools and the
+# report card with its column. Not part of `make all`.
+TOOL_SHARE ?= 0.5
+tools: $(RUN_DIR)/sft-tools/eval.json
+	$(BIN)/deepdive report --run $(RUN_DIR)
+
+$(RUN_DIR)/sft-tools/metrics.json: recipes/$(RECIPE)/sft.yaml $(RUN_DIR)/base/metrics.json
+	$(LAUNCH) recipes/sft.py --config $< --tool_share $(TOOL_SHARE) --output_dir $(RUN_DIR)/sft-tools \
+		$(if $(SEED),--seed $(SEED) --model_name_or_path $(RUN_DIR)/base) $(REDO)
 
 $(RUN_DIR)/%/eval.json: $(RUN_DIR)/%/metrics.json
 	$(BIN)/deepdive eval --model $(RUN_DIR)/$*
@@ -102,6 +113,9 @@ push: $(STAMP)
 # Talk to the latest chat stage: grpo when it has finished, else sft.
 chat: $(STAMP)
 	$(BIN)/deepdive chat --model $(RUN_DIR)/$(if $(wildcard $(RUN_DIR)/grpo/metrics.json),grpo,sft)
+
+chat-tools: $(STAMP)
+	$(BIN)/deepdive chat --model $(RUN_DIR)/sft-tools --tools
 
 sample: $(STAMP)
 	$(BIN)/deepdive sample --model $(RUN_DIR)/base --prompt "$(PROMPT)"

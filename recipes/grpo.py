@@ -20,6 +20,7 @@ from deepdive.modeling import load_recipe_model
 from deepdive.rewards import get_reward_funcs
 from deepdive.runs import check_lora_targets, finish_run, save_model, start_run
 from deepdive.tasks import build_mixture, check_task_names
+from deepdive.tools import TOOLS
 from deepdive.trainer import RecipeTrainerMixin, chat_trainer_arguments
 
 
@@ -44,10 +45,10 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
     model, tokenizer = load_recipe_model(model_args, training_args.trust_remote_code)
     check_lora_targets(model_args, model)
 
-    def held_out_accuracy(model) -> dict:  # the same evaluation before and after training
+    def held_out_accuracy(model) -> dict:  # the same evaluation before and after training (tools run if practised)
         return evaluate_tasks(
             model, tokenizer, args.tasks, args.num_test_examples, args.eval_max_new_tokens,
-            training_args.per_device_eval_batch_size,
+            training_args.per_device_eval_batch_size, tools=args.tools,
         )  # fmt: skip
 
     metrics = {"stage": "grpo"}
@@ -78,6 +79,7 @@ def build_trainer(
     return MuonGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
+        tools=TOOLS if args.tools else None,
         **chat_trainer_arguments(args, training_args, model_args, tokenizer, train_dataset, callbacks),
     )
 

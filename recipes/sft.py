@@ -44,9 +44,11 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
         if args.task_weights and len(args.task_weights) != len(args.tasks):
             raise DataError(f"task_weights: {len(args.task_weights)} weights for {len(args.tasks)} tasks")
         weights = dict(zip(args.tasks, args.task_weights or [1.0] * len(args.tasks), strict=True))
-        train_dataset = build_mixture(weights, args.num_train_examples, "train", seed=training_args.seed)
+        train_dataset = build_mixture(
+            weights, args.num_train_examples, "train", seed=training_args.seed, tool_share=args.tool_share
+        )
     validate_conversations(train_dataset, "train dataset")
-    train_dataset = train_dataset.select_columns(["messages"])
+    train_dataset = train_dataset.select_columns([c for c in ("messages", "tools") if c in train_dataset.column_names])
 
     # Tokenizer with the chat template; model from the pretraining stage (or the Hub)
     model, tokenizer = load_recipe_model(model_args, training_args.trust_remote_code)
@@ -64,20 +66,23 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
     train_seconds = time.time() - train_started
     save_model(trainer, output_dir)
 
-    # Evaluate: greedy replies to held-out prompts of each task, scored by the task's checker
+    # Evaluate: greedy replies to held-out prompts of each task, scored by the task's checker; a model trained with
+    # tools answers the same prompts again with the tools offered and run
     metrics = {"stage": "sft", "train_loss": train_result.training_loss, "train_seconds": train_seconds}
     if args.num_test_examples and not (args.data_files or script_args.dataset_name):
         eval_started = time.time()
-        metrics.update(
-            evaluate_tasks(
-                trainer.model,
-                tokenizer,
-                args.tasks,
-                args.num_test_examples,
-                max_new_tokens=args.eval_max_new_tokens,
-                batch_size=training_args.per_device_eval_batch_size,
+        for tools in (False, True) if args.tool_share else (False,):
+            metrics.update(
+                evaluate_tasks(
+                    trainer.model,
+                    tokenizer,
+                    args.tasks,
+                    args.num_test_examples,
+                    max_new_tokens=args.eval_max_new_tokens,
+                    batch_size=training_args.per_device_eval_batch_size,
+                    tools=tools,
+                )
             )
-        )
         metrics["eval_seconds"] = time.time() - eval_started
     finish_run(trainer, run, metrics)
     logger.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})

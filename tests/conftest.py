@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, TrainingArguments
 from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
 
 from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe
-from deepdive.generation import Decoding, generate
+from deepdive.generation import Decoding, generate, generate_with_tools
 from deepdive.modeling import load_model_and_tokenizer
 from deepdive.tasks import get_task
 
@@ -129,16 +129,21 @@ def assert_every_hidden_matrix_moved(model_dir, base_dir) -> None:
     assert hidden and [name for name in hidden if torch.equal(base[name], trained[name])] == []
 
 
-def rescored(model_dir, tasks, n_per_task: int, max_new_tokens: int, batch_size: int) -> dict:
+def rescored(model_dir, tasks, n_per_task: int, max_new_tokens: int, batch_size: int, tools: bool = False) -> dict:
     """The held-out accuracy of each task family and the stop rate, recomputed for the model saved in `model_dir`:
     its greedy replies to each family's first `n_per_task` test prompts (answered in batches of `batch_size`, as
-    the evaluation that recorded them did) generated again, and each one scored by its family's own checker."""
+    the evaluation that recorded them did) generated again, and each one scored by its family's own checker. With
+    `tools`, the replies are the answers written after the tools were offered and run."""
     model, tokenizer = load_model_and_tokenizer(str(model_dir))
     scores, stopped = {}, []
     for name in tasks:
         examples = get_task(name).examples("test", n_per_task, seed=0)
         prompts = [example["prompt"] for example in examples]
-        completions = generate(model, tokenizer, prompts, Decoding(max_new_tokens), batch_size)
+        if tools:
+            exchanges = generate_with_tools(model, tokenizer, prompts, Decoding(max_new_tokens), batch_size)
+            completions = [exchange.completion for exchange in exchanges]
+        else:
+            completions = generate(model, tokenizer, prompts, Decoding(max_new_tokens), batch_size)
         replies = [completion.text for completion in completions]
         answers = [example["answer"] for example in examples]
         correct = [get_task(name).check(reply, answer) for reply, answer in zip(replies, answers, strict=True)]

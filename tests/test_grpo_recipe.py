@@ -68,6 +68,19 @@ def test_full_training_with_the_tiny_optimizer_moves_every_hidden_matrix(
     assert_every_hidden_matrix_moved(tmp_path / "full", micro_sft)
 
 
+def test_practice_with_tools_runs_trl_tool_loop_and_logs_its_calls(micro_sft, tmp_path, monkeypatch, rewarded_pairs):
+    """`tools: true` hands our python and search to TRL's tool loop, which accepts our template (prefix-preserving,
+    with a response template to read calls back) and logs how often the model called them and how often a call
+    failed; the model still trains."""
+    trainer = train_micro_in_process(
+        "grpo", micro_sft, tmp_path / "tools", *rewarded_pairs, "--tools", "true", monkeypatch=monkeypatch
+    )
+    assert [tool.__name__ for tool in trainer.tools] == ["python", "search"]
+    logged = [entry for entry in trainer.state.log_history if "tools/call_frequency" in entry]
+    assert len(logged) == 2 and all("tools/failure_frequency" in entry for entry in logged)
+    assert_every_hidden_matrix_moved(tmp_path / "tools", micro_sft)
+
+
 def test_task_and_answer_columns_reach_the_rewards(micro_sft, tmp_path, monkeypatch):
     sys.path.insert(0, str(REPO / "recipes"))
     import grpo

@@ -40,6 +40,19 @@ def test_plain_string_completions_work_too():
     assert accuracy(["Answer: 7"], task=["arithmetic"], answer=["7"]) == [1.0]
 
 
+def test_after_tool_calls_only_the_final_answer_is_scored():
+    """The tool's result carries the right number: a reply that calls and then answers wrongly earns nothing."""
+    call = {"type": "function", "function": {"name": "python", "arguments": {"code": "3 + 4"}}}
+    answered = [
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "7"},
+        {"role": "assistant", "content": "Answer: 8"},
+    ]
+    assert completion_text(answered) == "Answer: 8"
+    assert accuracy([answered], task=["arithmetic"], answer=["7"]) == [0.0]
+    assert accuracy([answered[:2] + [{"role": "assistant", "content": "Answer: 7"}]], ["arithmetic"], ["7"]) == [1.0]
+
+
 def test_registry_by_name():
     assert get_reward_funcs(["accuracy", "format"]) == [REWARDS["accuracy"], REWARDS["format"]]
     with pytest.raises(RecipeError, match="unknown reward 'kindness'; valid rewards: accuracy, format, length"):

@@ -32,6 +32,22 @@ def test_writes_a_chat_model_with_its_template_and_the_accuracy_of_its_replies(m
     assert {key: metrics[key] for key in again} == again
 
 
+def test_with_tools_the_same_questions_are_scored_twice_and_the_tool_turns_train(micro_base, tmp_path):
+    """`tool_share` mixes conversations that call a tool into the data; the model is then scored without tools and
+    with them run, each figure what its saved model's replies give again, with the tool calls counted."""
+    output_dir = tmp_path / "tools"
+    run_micro("sft", micro_base, output_dir, "--tool_share", "0.5")
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    tasks, n, budget = MICRO_SFT["tasks"], 4, MICRO_SFT["eval_max_new_tokens"]
+    again = rescored(output_dir, tasks, n, budget, 16)
+    assert {key: metrics[key] for key in again} == again
+    with_tools = rescored(output_dir, tasks, n, budget, 16, tools=True)
+    assert {key: metrics[f"{key}_with_tools"] for key in with_tools} == with_tools
+    assert metrics["tool_calls_per_question"] >= 0 and 0 <= metrics["tool_failure_rate"] <= 1
+    assert AutoTokenizer.from_pretrained(output_dir).response_template is not None  # reads its calls back
+    assert_every_hidden_matrix_moved(output_dir, micro_base)
+
+
 def test_one_chat_turn_through_the_pipeline(micro_sft):
     chat = pipeline("text-generation", model=str(micro_sft), device="cpu")
     messages = [{"role": "user", "content": "Who are you?"}]

@@ -8,8 +8,9 @@ conversation inside the model's context by dropping its oldest exchanges.
 import sys
 
 from deepdive.errors import DataError
-from deepdive.generation import Decoding, generate
+from deepdive.generation import MAX_TOOL_ROUNDS, Decoding, generate, tool_turns
 from deepdive.tokenizer import ROLES
+from deepdive.tools import TOOLS
 
 
 def validate_conversation(messages, where: str) -> None:
@@ -22,8 +23,8 @@ def validate_conversation(messages, where: str) -> None:
             raise DataError(f"{where}: unknown role {role!r}; valid roles: {', '.join(ROLES)}")
         if not isinstance(message.get("content"), str):
             raise DataError(f"{where}: a {role} message has no text 'content'")
-        if role == "assistant" and not message["content"].strip():
-            raise DataError(f"{where}: an assistant turn is empty")
+        if role == "assistant" and not (message["content"].strip() or message.get("tool_calls")):
+            raise DataError(f"{where}: an assistant turn is empty (no text and no tool call)")
     if not any(message["role"] == "assistant" for message in messages):
         raise DataError(f"{where}: the conversation has no assistant turn to learn from")
 
@@ -36,10 +37,28 @@ def validate_conversations(dataset, where: str) -> None:
         validate_conversation(messages, f"{where} row {index}")
 
 
-def reply(model, tokenizer, messages, max_new_tokens=256, temperature=0.0, top_k=50, stream=None, seed=0) -> str:
-    """The assistant's next turn for `messages`; streamed to `stream` as it is generated when given."""
+def reply(
+    model, tokenizer, messages, max_new_tokens=256, temperature=0.0, top_k=50, stream=None, seed=0, tools=False
+) -> str:
+    """The assistant's next turn for `messages`; streamed to `stream` as it is generated when given.
+
+    With `tools` the python and search tools are offered: each call the model makes is run, its result shown on
+    `stream`, and both are appended to `messages` before the model writes again (the answer is what it writes
+    once it calls no more).
+    """
     decoding = Decoding(max_new_tokens, temperature, top_k, seed=seed)
-    return generate(model, tokenizer, [messages], decoding, stream=stream)[0].text
+    for rounds in range(MAX_TOOL_ROUNDS + 1):
+        offered = TOOLS if tools else None
+        [completion] = generate(model, tokenizer, [messages], decoding, stream=stream, tools=offered)
+        turns = tool_turns(tokenizer, completion.text) if tools and rounds < MAX_TOOL_ROUNDS else []
+        if not turns:
+            return completion.text
+        messages.extend(turns)
+        if stream is not None:
+            for result in turns[1:]:
+                stream.write("".join(f"  | {line}\n" for line in result["content"].splitlines() or [""]))
+            stream.write("deepdive> ")
+    return completion.text
 
 
 def fit_to_context(messages: list[dict], tokenizer, context_length: int, reserve: int) -> list[dict]:
@@ -57,8 +76,11 @@ def fit_to_context(messages: list[dict], tokenizer, context_length: int, reserve
     return kept
 
 
-def chat_loop(model, tokenizer, temperature=0.7, top_k=50, max_new_tokens=256, seed=0, read=input, out=sys.stdout):
-    """Multi-turn chat on the terminal: `/reset` forgets the conversation, `/quit` (or Ctrl-D) leaves."""
+def chat_loop(
+    model, tokenizer, temperature=0.7, top_k=50, max_new_tokens=256, seed=0, read=input, out=sys.stdout, tools=False
+):
+    """Multi-turn chat on the terminal: `/reset` forgets the conversation, `/quit` (or Ctrl-D) leaves. With
+    `tools` the model may call python and search; each call and its result are shown as they happen."""
     out.write("deepdive chat. /reset starts over, /quit leaves.\n")
     messages = []
     while True:
@@ -81,6 +103,6 @@ def chat_loop(model, tokenizer, temperature=0.7, top_k=50, max_new_tokens=256, s
         if context:
             messages = fit_to_context(messages, tokenizer, context, budget)
         out.write("deepdive> ")
-        answer = reply(model, tokenizer, messages, budget, temperature, top_k, stream=out, seed=seed)
+        answer = reply(model, tokenizer, messages, budget, temperature, top_k, stream=out, seed=seed, tools=tools)
         messages.append({"role": "assistant", "content": answer})
         seed += 1

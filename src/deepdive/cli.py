@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     chat.add_argument("--temperature", type=float, default=0.0, help="0 means greedy decoding")
     chat.add_argument("--top_k", type=int, default=50)
     chat.add_argument("--seed", type=int, default=0)
+    chat.add_argument("--tools", action="store_true", help="offer the python and search tools, run the calls")
 
     merge = commands.add_parser("merge", help="merge a LoRA adapter into its base model, save a plain HF model")
     merge.add_argument("--adapter", required=True, help="folder written by a recipe with use_peft: true")
@@ -108,9 +109,14 @@ def _run(args: argparse.Namespace) -> None:
             raise DataError(f"--model: {args.model} has no chat template; chat with an SFT or GRPO model")
         if args.prompt is not None:
             messages = [{"role": "user", "content": args.prompt}]
-            reply(model, tokenizer, messages, args.max_new_tokens, args.temperature, args.top_k, sys.stdout, args.seed)
+            reply(
+                model, tokenizer, messages, args.max_new_tokens, args.temperature, args.top_k, sys.stdout, args.seed,
+                tools=args.tools,
+            )  # fmt: skip
         else:
-            chat_loop(model, tokenizer, args.temperature, args.top_k, args.max_new_tokens, args.seed)
+            chat_loop(
+                model, tokenizer, args.temperature, args.top_k, args.max_new_tokens, args.seed, tools=args.tools
+            )  # fmt: skip
     elif args.command == "merge":
         from deepdive.hub import merge_adapter
 

@@ -369,6 +369,13 @@ class SFTArguments(RecipeArguments):
         default=None, metadata={"help": "Mixture weight of each task, in the order of `tasks`; default equal."}
     )
     num_train_examples: int = field(default=20000, metadata={"help": "Conversations generated for training."})
+    tool_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the conversations asked with the tools offered (python, search): the assistant calls "
+            "one and answers from its result. 0 trains without tools."
+        },
+    )
     data_files: list[str] | None = field(
         default=None, metadata={"help": "Local JSONL files of conversations (a `messages` list per line)."}
     )
@@ -389,6 +396,13 @@ class GRPOArguments(RecipeArguments):
         metadata={"help": "Task families whose problems are practised."},
     )
     num_train_prompts: int = field(default=4000, metadata={"help": "Problems generated for practice."})
+    tools: bool = field(
+        default=False,
+        metadata={
+            "help": "Offer the python and search tools during practice (TRL's tool loop runs the calls) and in the "
+            "before/after evaluation; for a model SFT trained with tools (tool_share)."
+        },
+    )
     # Rewards
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],

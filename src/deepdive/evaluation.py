@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from deepdive.data import build_shakespeare, tokenize_documents
 from deepdive.distributed import gather_shares, is_main_process, process_share
-from deepdive.generation import Completion, Decoding, generate
+from deepdive.generation import Completion, Decoding, Exchange, generate, generate_with_tools
 from deepdive.modeling import check_model_folder, load_model_and_tokenizer
 from deepdive.records import read_record, write_metrics
 from deepdive.tasks import TASKS, check_task_names, get_task
@@ -124,29 +124,54 @@ def bits_per_byte_metric(token_bytes: list[int]):
 # --- Chat models: task accuracy and stop rate --------------------------------------------------------------
 
 
-def answer_in_shares(model, tokenizer, conversations, decoding: Decoding, batch_size: int) -> list[Completion]:
-    """`generate`'s completions of every conversation when several processes each answer a share of them."""
-    shares = generate(model, tokenizer, process_share(list(conversations)), decoding, batch_size, progress=True)
-    return gather_shares(shares)
+def answer_in_shares(
+    model, tokenizer, conversations, decoding: Decoding, batch_size: int, tools: bool = False
+) -> list[Completion | Exchange]:
+    """The completions of every conversation (exchanges with the tools run, when `tools`) when several processes
+    each answer a share of them."""
+    share = process_share(list(conversations))
+    if tools:
+        return gather_shares(generate_with_tools(model, tokenizer, share, decoding, batch_size, progress=True))
+    return gather_shares(generate(model, tokenizer, share, decoding, batch_size, progress=True))
 
 
-def evaluate_tasks(model, tokenizer, task_names, n_per_task: int, max_new_tokens: int = 160, batch_size: int = 32):
+def evaluate_tasks(
+    model,
+    tokenizer,
+    task_names,
+    n_per_task: int,
+    max_new_tokens: int = 160,
+    batch_size: int = 32,
+    tools: bool = False,
+):
     """Per-task greedy accuracy (each task's own checker, through the `task_accuracy` metric) and the share of
-    replies that end with `<|im_end|>`."""
-    replies, answers, tasks, stopped = [], [], [], []
+    replies that end with `<|im_end|>`.
+
+    With `tools` the same questions are asked with the tools offered and run (`generate_with_tools`): each key
+    ends in `_with_tools`, and the tool calls per question and the share of calls that failed are added.
+    """
+    replies, answers, tasks, stopped, exchanges = [], [], [], [], []
     for name in task_names:
         examples = get_task(name).examples("test", n_per_task, seed=0)
         prompts = [example["prompt"] for example in examples]
-        completions = answer_in_shares(model, tokenizer, prompts, Decoding(max_new_tokens), batch_size)
-        replies += [completion.text for completion in completions]
-        stopped += [completion.stopped for completion in completions]
+        answered = answer_in_shares(model, tokenizer, prompts, Decoding(max_new_tokens), batch_size, tools)
+        if tools:
+            exchanges += answered
+            answered = [exchange.completion for exchange in answered]
+        replies += [completion.text for completion in answered]
+        stopped += [completion.stopped for completion in answered]
         answers += [example["answer"] for example in examples]
         tasks += [name] * len(examples)
     metrics = load_metric("task_accuracy").compute(predictions=replies, references=answers, tasks=tasks)
     del metrics["accuracy"]  # the families differ in kind; each one's accuracy is reported on its own
     metrics["stop_rate"] = sum(stopped) / len(stopped)
-    metrics["test_prompts"] = len(stopped)
-    return metrics
+    if not tools:
+        metrics["test_prompts"] = len(stopped)
+        return metrics
+    calls = sum(exchange.calls for exchange in exchanges)
+    metrics["tool_calls_per_question"] = calls / len(exchanges)
+    metrics["tool_failure_rate"] = sum(exchange.failures for exchange in exchanges) / calls if calls else 0.0
+    return {f"{key}_with_tools" if not key.startswith("tool_") else key: value for key, value in metrics.items()}
 
 
 def evaluate_pass_at_k(
@@ -200,7 +225,9 @@ def evaluate_folder(
 
     Base models (no chat template): validation bits per byte of the Shakespeare corpus, windows of the
     model's context with half-context stride, as the pretraining recipe scores it. Chat models: greedy
-    accuracy per task family, stop rate, and pass@k of `pass_task` from `num_samples` sampled replies.
+    accuracy per task family, stop rate, and pass@k of `pass_task` from `num_samples` sampled replies; a chat
+    model trained with tools (its `recipe.yaml` sets `tool_share`) answers the same prompts again with the tools
+    offered and run.
     """
     started = time.time()
     model, tokenizer = load_model_and_tokenizer(str(check_model_folder(model_dir)))  # a folder: eval.json goes in it
@@ -225,6 +252,8 @@ def evaluate_folder(
         tasks = list(tasks or TASKS)
         check_task_names([*tasks, pass_task])
         metrics.update(kind="chat", **evaluate_tasks(model, tokenizer, tasks, n_per_task, max_new_tokens, batch_size))
+        if read_record(folder, "recipe.yaml").get("tool_share"):  # trained with tools: scored with them too
+            metrics.update(evaluate_tasks(model, tokenizer, tasks, n_per_task, max_new_tokens, batch_size, tools=True))
         if pass_task in tasks:
             metrics[f"{pass_task}_pass@1"] = metrics[f"{pass_task}_accuracy"]  # greedy
         if num_samples:

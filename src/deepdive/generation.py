@@ -17,8 +17,10 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, TextStreamer
 
 from deepdive.distributed import is_main_process
+from deepdive.errors import DataError
 from deepdive.modeling import load_model_and_tokenizer
 from deepdive.tokenizer import IM_END
+from deepdive.tools import TOOLS, run_tool_call
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,10 @@ def stop_token_id(tokenizer, chat: bool) -> int:
     return tokenizer.eos_token_id
 
 
-def _encode(tokenizer, prompts: list, chat: bool, device):
+def _encode(tokenizer, prompts: list, chat: bool, device, tools=None):
     if chat:
         inputs = tokenizer.apply_chat_template(
-            prompts, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
+            prompts, tools=tools, add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True
         )
     else:  # a base model's documents open with its BOS (deepdive: <|endoftext|>), so its continuations do too
         texts = [(tokenizer.bos_token or "") + prompt for prompt in prompts]
@@ -106,12 +108,14 @@ def generate(
     bf16: bool = False,
     progress: bool = False,
     stream=None,
+    tools: list | None = None,
 ) -> list[Completion]:
     """`decoding.num_samples` completions of each prompt, consecutive per prompt, in the order of `prompts`.
 
     `prompts` are all texts (continued as a document) or all conversations (lists of {role, content}, answered
     by the assistant). `stream` (a text file) receives the text as it is drawn; it takes one prompt and one
     sample. `bf16` decodes under bfloat16 autocast, for a model in the middle of mixed-precision training.
+    `tools` are offered to conversations (listed by the chat template); `generate_with_tools` also runs them.
     """
     if not prompts:
         return []
@@ -142,7 +146,7 @@ def generate(
             torch.manual_seed(decoding.seed)
             batches = range(0, len(prompts), per_batch)
             for first in tqdm(batches, desc="generating", disable=not (progress and is_main_process())):
-                inputs = _encode(tokenizer, prompts[first : first + per_batch], chat, device)
+                inputs = _encode(tokenizer, prompts[first : first + per_batch], chat, device, tools)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     output = model.generate(**inputs, **arguments)
                 for row in output[:, inputs["input_ids"].shape[1] :].tolist():
@@ -153,6 +157,70 @@ def generate(
         tokenizer.padding_side = padding_side
         model.train(was_training)
     return completions
+
+
+# --- Tools: call, read the result, answer ---------------------------------------------------------------------
+
+MAX_TOOL_ROUNDS = 3  # calls a reply may make before its next turn has to be the answer
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A reply written with tools at hand: the final completion, and the turns (calls, results) before it."""
+
+    completion: Completion
+    turns: list[dict]
+
+    @property
+    def calls(self) -> int:
+        return sum(len(turn.get("tool_calls") or []) for turn in self.turns if turn["role"] == "assistant")
+
+    @property
+    def failures(self) -> int:
+        return sum(turn["content"].startswith("error:") for turn in self.turns if turn["role"] == "tool")
+
+
+def tool_turns(tokenizer, text: str) -> list[dict]:
+    """The turns a reply's tool calls add to the conversation: the assistant's calls, then each result; none when
+    the reply calls no tool (it is an answer)."""
+    if getattr(tokenizer, "response_template", None) is None:
+        raise DataError("tools: the model's tokenizer has no response template to read tool calls with")
+    message = tokenizer.parse_response(text, prefix="")
+    calls = message.get("tool_calls") or []
+    if not calls:
+        return []
+    results = [run_tool_call(call["function"]["name"], call["function"]["arguments"]) for call in calls]
+    return [
+        {"role": "assistant", "content": message.get("content") or "", "tool_calls": calls},
+        *({"role": "tool", "content": result} for result in results),
+    ]
+
+
+def generate_with_tools(
+    model, tokenizer, conversations: list, decoding: Decoding = Decoding(), batch_size: int = 32, progress=False
+) -> list[Exchange]:
+    """Answer each conversation with the tools offered and run: every reply that calls a tool gets the result in
+    a `tool` turn and writes again, up to MAX_TOOL_ROUNDS calls, so that its last turn is the answer."""
+    if decoding.num_samples != 1:
+        raise ValueError("num_samples: a conversation with tools is answered once")
+    turns = [[] for _ in conversations]
+    finals: list[Completion | None] = [None] * len(conversations)
+    pending = list(range(len(conversations)))
+    for rounds in range(MAX_TOOL_ROUNDS + 1):
+        prompts = [list(conversations[index]) + turns[index] for index in pending]
+        completions = generate(model, tokenizer, prompts, decoding, batch_size, progress=progress, tools=TOOLS)
+        waiting = []
+        for index, completion in zip(pending, completions, strict=True):
+            added = tool_turns(tokenizer, completion.text) if rounds < MAX_TOOL_ROUNDS else []
+            if added:
+                turns[index] += added
+                waiting.append(index)
+            else:
+                finals[index] = completion
+        pending = waiting
+        if not pending:
+            break
+    return [Exchange(final, turn) for final, turn in zip(finals, turns, strict=True)]
 
 
 def sample_text(

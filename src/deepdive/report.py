@@ -1,25 +1,26 @@
 """The report card of a run: one Markdown page with a stage-by-metric table, plots and the stages side by side.
 
-`deepdive report --run runs/tiny` reads what each stage folder (`base`, `sft`, `grpo`) recorded, its
+`deepdive report --run runs/tiny` reads what each stage folder (`base`, `sft`, `grpo`, `sft-tools`) recorded, its
 `metrics.json`, `eval.json` and the Trainer's `trainer_state.json` log, and writes `runs/tiny/report.md` with
 PNG plots in `runs/tiny/report/`: pretraining loss and validation bits per byte, SFT loss, GRPO reward per
 function and completion length. The same held-out prompts are answered by every stage (greedy), so the
 page shows what each stage of the lecture adds. Stages that have not run are left out.
 """
 
+import json
 import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from deepdive.errors import DataError
-from deepdive.generation import Decoding, generate
+from deepdive.generation import Completion, Decoding, Exchange, generate, generate_with_tools
 from deepdive.modeling import load_model_and_tokenizer
 from deepdive.records import hardware, read_record
 from deepdive.tasks import LESSONS, get_task
 
 
-STAGE_FOLDERS = {"pretrain": "base", "sft": "sft", "grpo": "grpo"}
+STAGE_FOLDERS = {"pretrain": "base", "sft": "sft", "grpo": "grpo", "sft + tools": "sft-tools"}
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "evaluate", "tokenizers", "deepdive")
 # (row label, key in a stage's metrics or eval results, how to show it)
 
@@ -48,6 +49,8 @@ ROWS = [
     ("spelling accuracy", "spelling_accuracy", _share),
     ("shakespeare accuracy", "shakespeare_accuracy", _share),
     ("replies that stop", "stop_rate", _share),
+    ("tool calls per question", "tool_calls_per_question", lambda value: f"{value:.2f}"),
+    ("tool calls that failed", "tool_failure_rate", _share),
 ]
 
 
@@ -62,6 +65,11 @@ def table_rows(records: dict[str, dict]) -> list[tuple[str, str, object]]:
         task, k = key.split("_pass@")[0], key.split("_pass@")[1].split("_")[0]
         after = next((i for i, row in enumerate(rows) if row[1] == f"{task}_accuracy"), len(rows) - 1)
         rows.insert(after + 1, (f"{task} pass@{k}, sampled", key, _share))
+    with_tools = {key for record in records.values() for key in record if key.endswith("_with_tools")}
+    for index in reversed(range(len(rows))):  # each score asked again with the tools, right below it
+        label, key, show = rows[index]
+        if f"{key}_with_tools" in with_tools:
+            rows.insert(index + 1, (f"{label.split(' (')[0]}, with tools", f"{key}_with_tools", show))
     return rows
 
 
@@ -145,7 +153,10 @@ def answer_side_by_side(folders: dict[str, Path], max_new_tokens: int = 100) -> 
     rows = [{"prompt": question[-1]["content"]} for question in questions]
     for stage, folder in folders.items():
         model, tokenizer = load_model_and_tokenizer(str(folder))
-        if tokenizer.chat_template:
+        if read_record(folder, "recipe.yaml").get("tool_share"):  # trained with tools: answers with them
+            exchanges = generate_with_tools(model, tokenizer, questions, Decoding(max_new_tokens))
+            completions = [Completion(shown_exchange(exchange), exchange.completion.stopped) for exchange in exchanges]
+        elif tokenizer.chat_template:
             completions = generate(model, tokenizer, questions, Decoding(max_new_tokens))
         else:
             texts = [row["prompt"] + "\n" for row in rows]
@@ -153,6 +164,18 @@ def answer_side_by_side(folders: dict[str, Path], max_new_tokens: int = 100) -> 
         for row, completion in zip(rows, completions, strict=True):
             row[stage] = completion.text
     return rows
+
+
+def shown_exchange(exchange: Exchange) -> str:
+    """An answer given with tools as one text: each call (`python {"code": ...}`), its result (`-> ...`), then the
+    answer."""
+    lines = []
+    for turn in exchange.turns:
+        if turn["role"] == "assistant":
+            lines += [f"{c['function']['name']} {json.dumps(c['function']['arguments'])}" for c in turn["tool_calls"]]
+        else:
+            lines.append(f"-> {turn['content']}")
+    return "\n".join([*lines, exchange.completion.text])
 
 
 def _cell(text: str) -> str:

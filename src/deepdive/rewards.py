@@ -12,9 +12,11 @@ from deepdive.tasks import get_task
 
 
 def completion_text(completion) -> str:
-    """The reply text of a completion, conversational (a list of messages) or plain (a string)."""
+    """The reply text of a completion, plain (a string) or conversational (a list of messages): there, the last
+    assistant turn, the answer, after any tool calls and results that came before it."""
     if isinstance(completion, list):
-        return "".join(message.get("content") or "" for message in completion if isinstance(message, dict))
+        turns = [m for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
+        return (turns[-1].get("content") or "") if turns else ""
     return completion if isinstance(completion, str) else ""
 
 

@@ -4,7 +4,11 @@ Byte-level, so any Unicode string round-trips exactly and no input is ever "unkn
 one before BPE, so "1234" is always four tokens and arithmetic in the SFT and RL stages sees single digits
 (the lecture's "models need tokens to think"). The special tokens for documents and chat turns are reserved
 here, at pretraining time, so later stages never resize the embedding. Trained on the train split only.
+The chat template also writes tools, calls and results in plain text (`<tool>python {"code": "1 + 2"}</tool>`),
+and its response template reads a generated call back, for the chat and for TRL's GRPO tool loop.
 """
+
+import re
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -75,17 +79,68 @@ def bytes_per_token(tokenizer, texts) -> float:
 # above (`<|im_start|>role\n ... <|im_end|>`), opened by `<|endoftext|>` as every pretraining document was. The
 # assistant's content and its closing `<|im_end|>` sit inside `{% generation %}` markers, so TRL's
 # `assistant_only_loss` trains exactly those tokens: the model learns to answer and, just as important, to stop.
+#
+# Tools follow the ecosystem's conventions, so that `apply_chat_template(..., tools=[python, search])`, datasets
+# of `tool_calls` and TRL's GRPO tool loop work unchanged; a conversation without tools renders exactly as before.
+# - The tools are listed in a system block, one line each, name and argument names only: `python(code)`. The
+#   model's whole context is 256 tokens and a small model learns when to call which tool from the SFT examples,
+#   not from reading a JSON schema, so the descriptions are left out.
+# - A call is `<tool>python {"code": "347 + 286"}</tool>` inside the assistant's turn (and its loss). The
+#   vocabulary has no tool tokens and gets none (that would resize the embedding), so the markers are plain text
+#   that neither the plays nor the tasks' answers contain. The name stands outside the arguments to spend fewer
+#   tokens than OpenAI's {"name": ..., "arguments": ...}; the arguments are a JSON object, which the template
+#   writes with `tojson` and the parser reads back with `json`, so quotes and backslashes survive a round trip,
+#   and the code's own strings, written with single quotes, need no escaping.
+# - A tool's reply is a `<|im_start|>tool\n ... <|im_end|>` turn outside the generation markers: no loss.
 
-ROLES = ("system", "user", "assistant")
+TOOL_CALL_OPEN = "<tool>"
+TOOL_CALL_CLOSE = "</tool>"
+ROLES = ("system", "user", "assistant", "tool")
 CHAT_TEMPLATE = (
     "{{- bos_token }}"
-    "{%- for message in messages %}"
-    "{%- if message['role'] not in ['system', 'user', 'assistant'] %}"
-    "{{- raise_exception('unknown role ' + message['role'] + '; valid roles: system, user, assistant') }}"
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages and messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n' }}{%- endif %}"
+    "{{- 'Tools:' }}"
+    "{%- for tool in tools %}"
+    "{%- set function = tool['function'] if tool['function'] is defined else tool %}"
+    "{{- '\\n' + function['name'] + '(' }}"
+    "{%- if function['parameters'] is mapping and function['parameters']['properties'] is mapping %}"
+    "{{- function['parameters']['properties'] | join(', ') }}"
     "{%- endif %}"
-    "{%- if message['role'] == 'assistant' %}"
+    "{{- ')' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
+    "{{- raise_exception('unknown role ' + message['role'] + '; valid roles: system, user, assistant, tool') }}"
+    "{%- endif %}"
+    "{%- if tools and loop.first and message['role'] == 'system' %}"  # already written above the tool list
+    "{%- elif message['role'] == 'assistant' %}"
     "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{%- generation %}"
+    "{{- message['content'] if message['content'] is string else '' }}"
+    "{%- if message['tool_calls'] is defined and message['tool_calls'] %}"
+    "{%- for call in message['tool_calls'] %}"
+    "{%- set function = call['function'] if call['function'] is defined else call %}"
+    "{{- '" + TOOL_CALL_OPEN + "' + function['name'] + ' ' }}"
+    "{%- if function['arguments'] is string %}{{- function['arguments'] }}"  # OpenAI's form: JSON text already
+    "{%- else %}"
+    "{{- '{' }}"
+    "{%- if function['arguments'] is mapping %}"
+    # A `datasets` table gives every call the keys of all calls, the foreign ones None: those are left out.
+    "{%- for key, value in function['arguments'].items() if value is not none %}"
+    "{{- (', ' if not loop.first else '') + key | tojson + ': ' + value | tojson }}"
+    "{%- endfor %}"
+    "{%- endif %}"
+    "{{- '}' }}"
+    "{%- endif %}"
+    "{{- '" + TOOL_CALL_CLOSE + "' }}"
+    "{%- endfor %}"
+    "{%- endif %}"
+    "{{- '<|im_end|>' }}"
+    "{%- endgeneration %}"
     "{{- '\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -94,11 +149,47 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
+# --- Reading a reply back: the response template -------------------------------------------------------------
+# `tokenizer.parse_response(text, prefix=prompt)` (transformers' declarative parser, which TRL's GRPO tool loop
+# calls on every completion) turns the assistant's text into {"role", "content", "tool_calls"}. A call is
+# recognised only when it is well formed: the opening pattern looks ahead for a flat JSON object (string, number,
+# true/false/null values) and the closing marker, so `json` can never fail on it. Anything else (broken JSON,
+# a missing `</tool>`, nested arguments, `</tool>` inside a string) stays in the content as plain text, so a
+# sampled reply never makes the parser raise and the model reads its own mistake back as text.
+
+_JSON_SPACE = r"[ \t\n\r]*"
+_JSON_STRING = rf'"(?:(?!{re.escape(TOOL_CALL_CLOSE)})[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{{4}})*"'
+_JSON_NUMBER = r"-?(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,16})?(?:[eE][+-]?[0-9]{1,3})?"  # bounded: int() has limits
+_JSON_VALUE = rf"(?:{_JSON_STRING}|{_JSON_NUMBER}|true|false|null)"
+_JSON_MEMBER = rf"{_JSON_STRING}{_JSON_SPACE}:{_JSON_SPACE}{_JSON_VALUE}"
+_JSON_FLAT_OBJECT = (
+    rf"\{{{_JSON_SPACE}(?:{_JSON_MEMBER}(?:{_JSON_SPACE},{_JSON_SPACE}{_JSON_MEMBER})*)?{_JSON_SPACE}\}}"
+)
+RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant", "content": ""},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "tool_calls": {
+            "open_pattern": rf"{re.escape(TOOL_CALL_OPEN)}(?P<name>[A-Za-z_][A-Za-z0-9_]*)[ \t]*"
+            rf"(?={_JSON_FLAT_OBJECT}{re.escape(TOOL_CALL_CLOSE)})",
+            "close_pattern": rf"{re.escape(TOOL_CALL_CLOSE)}[ \t\n\r]*",
+            "repeats": True,
+            "content": "json",
+            "transform": {"type": "function", "function": {"name": "{name}", "arguments": "{content}"}},
+        },
+        # The text exactly as written (what the template would write back), up to the end of the turn: whatever
+        # follows `<|im_end|>` (padding, a next turn) is not part of this reply.
+        "content": {"close_pattern": r"<\|im_end\|>.*", "content": "text", "content_args": {"strip": False}},
+    },
+}
+
 
 def add_chat_template(tokenizer, where: str = "model_name_or_path"):
     """Give `tokenizer` deepdive's chat template (if it has none) and make `<|im_end|>` its EOS.
 
-    Raises DataError when the tokenizer lacks the chat special tokens (e.g. a tokenizer from elsewhere).
+    With deepdive's template comes its response template, so `tokenizer.parse_response` reads tool calls back;
+    both are saved by `save_pretrained`. Raises DataError when the tokenizer lacks the chat special tokens (e.g.
+    a tokenizer from elsewhere).
     """
     vocabulary = tokenizer.get_vocab()
     if tokenizer.chat_template is None:
@@ -111,4 +202,6 @@ def add_chat_template(tokenizer, where: str = "model_name_or_path"):
         tokenizer.chat_template = CHAT_TEMPLATE
         tokenizer.bos_token = END_OF_TEXT
         tokenizer.eos_token = IM_END
+    if tokenizer.chat_template == CHAT_TEMPLATE and tokenizer.response_template is None:
+        tokenizer.response_template = RESPONSE_TEMPLATE
     return tokenizer

@@ -8,6 +8,7 @@ format reward). Every question has a key, and a stable hash of that key decides 
 seed: a test question is never trained on, so held-out accuracy measures skill, not memory.
 """
 
+import json
 import math
 import random
 
@@ -19,6 +20,7 @@ from deepdive.tasks.common import check_split
 from deepdive.tasks.identity import Identity
 from deepdive.tasks.shakespeare import ShakespeareQA
 from deepdive.tasks.spelling import Spelling
+from deepdive.tools import TOOL_SCHEMAS, run_tool_call
 
 
 TASKS: dict[str, object] = {
@@ -80,11 +82,37 @@ def shares_of(weights: dict[str, float], n: int) -> dict[str, int]:
     return shares
 
 
-def build_mixture(weights: dict[str, float], n: int, split: str, seed: int = 0) -> Dataset:
-    """`n` conversations of the weighted families, shuffled with `seed`: columns messages, prompt, answer, task."""
+def with_tools(example: dict) -> dict:
+    """`example` asked with the tools offered (its `tools` column): a family that names a tool call makes it, reads
+    the result in a `tool` turn and answers from it; any other (identity) answers as it would without tools."""
+    example = {**example, "tools": TOOL_SCHEMAS}
+    if example["tool_call"] is None:
+        return example
+    call = json.loads(example["tool_call"])
+    user, *_ = example["messages"]
+    example["messages"] = [
+        user,
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": call}]},
+        {"role": "tool", "content": run_tool_call(call["name"], call["arguments"])},
+        {"role": "assistant", "content": example["tool_reply"]},
+    ]
+    return example
+
+
+def build_mixture(weights: dict[str, float], n: int, split: str, seed: int = 0, tool_share: float = 0.0) -> Dataset:
+    """`n` conversations of the weighted families, shuffled with `seed`: columns messages, prompt, answer, task,
+    and tools (the JSON of the tools offered, or None). A `tool_share` of the conversations is asked with the
+    tools offered (`with_tools`), so one model learns to answer both ways."""
     check_split("build_mixture", split)
+    if not 0 <= tool_share <= 1:
+        raise DataError(f"tool_share: {tool_share!r} is not a share between 0 and 1")
     examples = []
     for name, count in sorted(shares_of(weights, n).items()):
         examples += TASKS[name].examples(split, count, seed=seed)
     random.Random(f"mixture:{split}:{seed}").shuffle(examples)
-    return Dataset.from_list(examples)
+    offered = random.Random(f"tools:{split}:{seed}")
+    examples = [
+        with_tools(example) if tool_share and offered.random() < tool_share else {**example, "tools": None}
+        for example in examples
+    ]
+    return Dataset.from_list(examples).remove_columns(["tool_call", "tool_reply"])

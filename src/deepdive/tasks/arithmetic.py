@@ -236,5 +236,7 @@ class Arithmetic(IntegerAnswer):
             result = a + b if op == "+" else a - b
             steps = worked_addition(a, b) if op == "+" else worked_subtraction(a, b)
             reply = "\n".join([f"{a} {op} {b}", *steps, f"Answer: {result}"])
-            examples.append(conversation(self.name, ask(rng, phrasings[op], a, b), reply, str(result)))
+            call = {"name": "python", "arguments": {"code": f"{a} {op} {b}"}}
+            question = ask(rng, phrasings[op], a, b)
+            examples.append(conversation(self.name, question, reply, str(result), call, f"Answer: {result}"))
         return examples

@@ -7,6 +7,7 @@ checkers (answer) always find the same columns.
 """
 
 import hashlib
+import json
 import random
 import re
 
@@ -59,14 +60,23 @@ def sample_distinct(task: str, split: str, pool: list, n: int, rng: random.Rando
     return rng.sample(pool, n)
 
 
-def conversation(task: str, question: str, reply: str, answer: str) -> dict:
-    """One example: the full chat, the prompt alone (for generation) and the answer the checker wants."""
+def conversation(
+    task: str, question: str, reply: str, answer: str, tool_call: dict | None = None, tool_reply: str | None = None
+) -> dict:
+    """One example: the full chat, the prompt alone (for generation) and the answer the checker wants.
+
+    A family whose questions a tool answers also says how: `tool_call` ({"name", "arguments"}) is the call the
+    assistant makes when tools are offered, and `tool_reply` its answer once the result is in its context
+    (`deepdive.tasks.with_tools` builds that conversation).
+    """
     user = {"role": "user", "content": question}
     return {
         "messages": [user, {"role": "assistant", "content": reply}],
         "prompt": [dict(user)],
         "answer": answer,
         "task": task,
+        "tool_call": json.dumps(tool_call) if tool_call else None,
+        "tool_reply": tool_reply,
     }
 
 

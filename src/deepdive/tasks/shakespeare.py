@@ -230,7 +230,8 @@ class ShakespeareQA:
                     reply, answer = f"{name} appears in {known[name]}.", known[name]
                 else:
                     reply, answer = f"{DONT_KNOW} of a character named {name} in Shakespeare's plays.", DONT_KNOW
-                examples.append(conversation(self.name, phrasing.format(name=name), reply, answer))
+                call = {"name": "search", "arguments": {"query": name}}
+                examples.append(conversation(self.name, phrasing.format(name=name), reply, answer, call, reply))
         rng.shuffle(examples)
         return examples
 

@@ -115,5 +115,8 @@ class Spelling(IntegerAnswer):
             else:
                 letter = rng.choice(sorted(set(word)))
             question = rng.choice(phrasings).format(letter=letter, word=word)
-            examples.append(conversation(self.name, question, counting_reply(word, letter), str(word.count(letter))))
+            count = word.count(letter)
+            call = {"name": "python", "arguments": {"code": f"'{word}'.count('{letter}')"}}
+            reply = counting_reply(word, letter)
+            examples.append(conversation(self.name, question, reply, str(count), call, f"Answer: {count}"))
         return examples
