@@ -41,7 +41,8 @@ def question(example: dict) -> str:
 @pytest.mark.parametrize("name", NAMES)
 def test_examples_are_one_user_and_one_assistant_turn(name):
     for example in generated(name)[1]:
-        assert set(example) == {"messages", "prompt", "answer", "task"}
+        assert set(example) == {"messages", "prompt", "answer", "task", "tool_call", "tool_reply"}
+        assert (example["tool_call"] is None) == (example["tool_reply"] is None) == (name == "identity")
         user, assistant = example["messages"]
         assert user["role"] == "user" and assistant["role"] == "assistant"
         assert user["content"].strip() and assistant["content"].strip()
@@ -420,7 +421,7 @@ def test_bad_weights_are_one_line_errors(weights, message):
 def test_build_mixture_shares_out_and_shuffles_deterministically():
     weights = {"arithmetic": 2.0, "identity": 1.0, "spelling": 1.0}
     mixture = build_mixture(weights, 40, "train", seed=0)
-    assert set(mixture.column_names) == {"messages", "prompt", "answer", "task"}
+    assert set(mixture.column_names) == {"messages", "prompt", "answer", "task", "tools"}
     tasks = list(mixture["task"])
     assert {task: tasks.count(task) for task in set(tasks)} == {"arithmetic": 20, "identity": 10, "spelling": 10}
     assert tasks != sorted(tasks)  # shuffled, not one family after another
