@@ -115,7 +115,7 @@ def test_the_chat_shows_each_call_and_result_and_keeps_them_in_the_conversation(
     model = ScriptedModel(tokenizer, ['<tool>python {"code": "2 + 3"}</tool>', "Answer: 5"])
     messages, out = list(QUESTION), io.StringIO()
     assert reply(model, tokenizer, messages, max_new_tokens=30, stream=out, tools=True) == "Answer: 5"
-    assert out.getvalue() == '<tool>python {"code": "2 + 3"}</tool>\n  | 5\ndeepdive> Answer: 5\n'
+    assert out.getvalue() == '<tool>python {"code": "2 + 3"}</tool>\n  | 5\nAnswer: 5\n'
     assert [message["role"] for message in messages] == ["user", "assistant", "tool"]
     untooled = ScriptedModel(tokenizer, ['<tool>python {"code": "2 + 3"}</tool>'])
     assert reply(untooled, tokenizer, list(QUESTION), max_new_tokens=30) == '<tool>python {"code": "2 + 3"}</tool>'

@@ -8,9 +8,8 @@ conversation inside the model's context by dropping its oldest exchanges.
 import sys
 
 from deepdive.errors import DataError
-from deepdive.generation import MAX_TOOL_ROUNDS, Decoding, generate, tool_turns
+from deepdive.generation import Decoding, generate, generate_with_tools
 from deepdive.tokenizer import ROLES
-from deepdive.tools import TOOLS
 
 
 def validate_conversation(messages, where: str) -> None:
@@ -47,18 +46,11 @@ def reply(
     once it calls no more).
     """
     decoding = Decoding(max_new_tokens, temperature, top_k, seed=seed)
-    for rounds in range(MAX_TOOL_ROUNDS + 1):
-        offered = TOOLS if tools else None
-        [completion] = generate(model, tokenizer, [messages], decoding, stream=stream, tools=offered)
-        turns = tool_turns(tokenizer, completion.text) if tools and rounds < MAX_TOOL_ROUNDS else []
-        if not turns:
-            return completion.text
-        messages.extend(turns)
-        if stream is not None:
-            for result in turns[1:]:
-                stream.write("".join(f"  | {line}\n" for line in result["content"].splitlines() or [""]))
-            stream.write("deepdive> ")
-    return completion.text
+    if not tools:
+        return generate(model, tokenizer, [messages], decoding, stream=stream)[0].text
+    [exchange] = generate_with_tools(model, tokenizer, [messages], decoding, stream=stream)
+    messages.extend(exchange.turns)
+    return exchange.completion.text
 
 
 def fit_to_context(messages: list[dict], tokenizer, context_length: int, reserve: int) -> list[dict]:

@@ -197,10 +197,17 @@ def tool_turns(tokenizer, text: str) -> list[dict]:
 
 
 def generate_with_tools(
-    model, tokenizer, conversations: list, decoding: Decoding = Decoding(), batch_size: int = 32, progress=False
+    model,
+    tokenizer,
+    conversations: list,
+    decoding: Decoding = Decoding(),
+    batch_size: int = 32,
+    progress: bool = False,
+    stream=None,
 ) -> list[Exchange]:
     """Answer each conversation with the tools offered and run: every reply that calls a tool gets the result in
-    a `tool` turn and writes again, up to MAX_TOOL_ROUNDS calls, so that its last turn is the answer."""
+    a `tool` turn and writes again, up to MAX_TOOL_ROUNDS calls, so that its last turn is the answer. `stream`
+    (one conversation) shows each turn as it is written and each result (`  | ...`) as it comes back."""
     if decoding.num_samples != 1:
         raise ValueError("num_samples: a conversation with tools is answered once")
     turns = [[] for _ in conversations]
@@ -208,13 +215,18 @@ def generate_with_tools(
     pending = list(range(len(conversations)))
     for rounds in range(MAX_TOOL_ROUNDS + 1):
         prompts = [list(conversations[index]) + turns[index] for index in pending]
-        completions = generate(model, tokenizer, prompts, decoding, batch_size, progress=progress, tools=TOOLS)
+        completions = generate(
+            model, tokenizer, prompts, decoding, batch_size, progress=progress, stream=stream, tools=TOOLS
+        )
         waiting = []
         for index, completion in zip(pending, completions, strict=True):
             added = tool_turns(tokenizer, completion.text) if rounds < MAX_TOOL_ROUNDS else []
             if added:
                 turns[index] += added
                 waiting.append(index)
+                if stream is not None:
+                    for result in added[1:]:
+                        stream.write("".join(f"  | {line}\n" for line in result["content"].splitlines() or [""]))
             else:
                 finals[index] = completion
         pending = waiting
