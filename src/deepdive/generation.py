@@ -7,7 +7,9 @@ through the tokenizer's chat template and stopped at the end of the assistant's 
 the lecture shows (temperature, top-k, top-p) and a seed: the draw is repeatable and runs on a forked random
 state, so generating never changes the random numbers that training draws next. Only the model's own
 distribution is decoded: settings in a model folder's generation config (a repetition penalty, a top-k) apply
-only where `Decoding` asks for them, so a score means the same for every model.
+only where `Decoding` asks for them, so a score means the same for every model. `generate_with_tools` runs the
+calls a reply makes (`deepdive.tools`) and has the model write again with each result in its context, for the
+chat, the evaluation and the report alike.
 """
 
 from dataclasses import dataclass, replace
