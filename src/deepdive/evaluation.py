@@ -1,8 +1,9 @@
 """Evaluation: bits per byte for a base model; task accuracy, stop rate and pass@k for a chat model.
 
-Bits per byte is the pretraining metric that does not depend on the tokenizer. Per-token loss cannot compare models with different vocabularies: a tokenizer with longer tokens has higher
-loss per token for the same text. Bits per byte divides the total negative log-likelihood of a text by its
-size in UTF-8 bytes, so any two models can be compared on the same validation text.
+Bits per byte is the pretraining metric that does not depend on the tokenizer. Per-token loss cannot compare
+models with different vocabularies: a tokenizer with longer tokens has higher loss per token for the same text.
+Bits per byte divides the total negative log-likelihood of a text by its size in UTF-8 bytes, so any two models
+can be compared on the same validation text.
 
     bpb = sum over scored tokens of NLL (nats) / (ln 2 * UTF-8 bytes of those tokens)
 
@@ -30,7 +31,7 @@ from deepdive.data import build_shakespeare, tokenize_documents
 from deepdive.distributed import gather_shares, is_main_process, process_share
 from deepdive.generation import Completion, Decoding, Exchange, generate, generate_with_tools
 from deepdive.modeling import check_model_folder, load_model_and_tokenizer
-from deepdive.records import read_record, write_metrics
+from deepdive.records import read_record, trained_with_tools, write_metrics
 from deepdive.tasks import TASKS, check_task_names, get_task
 from deepdive.tokenizer import token_byte_lengths
 
@@ -252,7 +253,7 @@ def evaluate_folder(
         tasks = list(tasks or TASKS)
         check_task_names([*tasks, pass_task])
         metrics.update(kind="chat", **evaluate_tasks(model, tokenizer, tasks, n_per_task, max_new_tokens, batch_size))
-        if read_record(folder, "recipe.yaml").get("tool_share"):  # trained with tools: scored with them too
+        if trained_with_tools(folder):  # scored with the tools too
             metrics.update(evaluate_tasks(model, tokenizer, tasks, n_per_task, max_new_tokens, batch_size, tools=True))
         if pass_task in tasks:
             metrics[f"{pass_task}_pass@1"] = metrics[f"{pass_task}_accuracy"]  # greedy

@@ -22,7 +22,7 @@ from deepdive.distributed import is_main_process
 from deepdive.errors import DataError
 from deepdive.modeling import load_model_and_tokenizer
 from deepdive.tokenizer import IM_END
-from deepdive.tools import TOOLS, run_tool_call
+from deepdive.tools import TOOLS, failed, run_tool_call
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class Exchange:
 
     @property
     def failures(self) -> int:
-        return sum(turn["content"].startswith("error:") for turn in self.turns if turn["role"] == "tool")
+        return sum(failed(turn["content"]) for turn in self.turns if turn["role"] == "tool")
 
 
 def tool_turns(tokenizer, text: str) -> list[dict]:

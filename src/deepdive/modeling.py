@@ -75,10 +75,7 @@ def count_parameters(model) -> int:
 # --- Loading a model folder or a Hub checkpoint ---------------------------------------------------------------
 
 
-# --- Loading --------------------------------------------------------------------------------------------------
-
-
-def check_model_folder(folder: str | Path) -> Path:
+def check_model_folder(folder: str | Path, where: str = "--model") -> Path:
     """`folder` if it holds a model (config.json and safetensors weights, or a LoRA adapter); else a one-line
     DataError, so that nothing writes an evaluation or a model card (README.md) into a folder that is not a
     model's, such as the repository itself."""
@@ -87,7 +84,7 @@ def check_model_folder(folder: str | Path) -> Path:
     adapter = (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
     if not (model or adapter):
         raise DataError(
-            f"--model: {folder} is not a model folder (it holds no config.json with .safetensors weights, "
+            f"{where}: {folder} is not a model folder (it holds no config.json with .safetensors weights, "
             "nor a LoRA adapter)"
         )
     return folder
@@ -117,10 +114,7 @@ def load_model_and_tokenizer(
     DataError that names `where` it came from.
     """
     if Path(model_name_or_path).is_dir():
-        try:
-            check_model_folder(model_name_or_path)
-        except DataError as error:
-            raise DataError(str(error).replace("--model", where, 1)) from None
+        check_model_folder(model_name_or_path, where)
     elif not is_hub_id(model_name_or_path):
         raise DataError(f"{where}: {model_name_or_path} is not a model folder")
     try:

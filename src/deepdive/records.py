@@ -34,6 +34,11 @@ def read_record(folder: str | Path, name: str) -> dict:
     return json.loads(text) or {}
 
 
+def trained_with_tools(folder: str | Path) -> bool:
+    """Whether the model in `folder` was fine-tuned with tool conversations (its `recipe.yaml` sets `tool_share`)."""
+    return bool(read_record(folder, "recipe.yaml").get("tool_share"))
+
+
 def hardware() -> str:
     """The accelerator, or the CPU, a run trained on, in words."""
     if torch.cuda.is_available():

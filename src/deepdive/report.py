@@ -16,7 +16,7 @@ from pathlib import Path
 from deepdive.errors import DataError
 from deepdive.generation import Completion, Decoding, Exchange, generate, generate_with_tools
 from deepdive.modeling import load_model_and_tokenizer
-from deepdive.records import hardware, read_record
+from deepdive.records import hardware, read_record, trained_with_tools
 from deepdive.tasks import LESSONS, get_task
 
 
@@ -153,7 +153,7 @@ def answer_side_by_side(folders: dict[str, Path], max_new_tokens: int = 100) -> 
     rows = [{"prompt": question[-1]["content"]} for question in questions]
     for stage, folder in folders.items():
         model, tokenizer = load_model_and_tokenizer(str(folder))
-        if read_record(folder, "recipe.yaml").get("tool_share"):  # trained with tools: answers with them
+        if trained_with_tools(folder):  # answers with the tools it was trained to call
             exchanges = generate_with_tools(model, tokenizer, questions, Decoding(max_new_tokens))
             completions = [Completion(shown_exchange(exchange), exchange.completion.stopped) for exchange in exchanges]
         elif tokenizer.chat_template:

@@ -403,6 +403,11 @@ TOOLS_BY_NAME = {tool.__name__: tool for tool in TOOLS}
 TOOL_SCHEMAS = json.dumps([get_json_schema(tool) for tool in TOOLS])  # as a dataset's `tools` column holds them
 
 
+def failed(result: str) -> bool:
+    """Whether a tool's reply is the "error: ..." line it gives instead of raising."""
+    return result.startswith("error:")
+
+
 def run_tool_call(name: str, arguments: dict) -> str:
     """Run the tool `name` on `arguments` (its parameters by name) and return its text; never raises.
 

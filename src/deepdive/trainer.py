@@ -2,9 +2,10 @@
 
 Each recipe's trainer class is `RecipeTrainerMixin` listed before `Trainer`, `SFTTrainer` or `GRPOTrainer`: it
 brings the recipe's optimizer (Muon + AdamW, `deepdive.optim`) and a resume that does not warn about tied
-weights; `chat_trainer_arguments` wires the SFT and GRPO trainers the same way. The callbacks hook in where the Trainer expects them: `SampleGenerationCallback` logs a few sampled
-continuations at each evaluation, so a person can watch the token simulator learn, and `NonFiniteGuard` stops
-training at the first non-finite gradient, before the optimizer applies it.
+weights; `chat_trainer_arguments` wires the SFT and GRPO trainers the same way. The callbacks hook in where the
+Trainer expects them: `SampleGenerationCallback` logs a few sampled continuations at each evaluation, so a person
+can watch the token simulator learn, and `NonFiniteGuard` stops training at the first non-finite gradient, before
+the optimizer applies it.
 """
 
 import json
