@@ -190,3 +190,16 @@ def test_an_ill_typed_command_line_argument_is_named_in_one_line(tmp_path):
     config = write(tmp_path, "output_dir: out\n")
     with pytest.raises(RecipeError, match=r"^argument --learning_rate/--learning-rate: invalid float value: 'fast'$"):
         parse_recipe(PRETRAIN, ["--config", config, "--learning_rate", "fast"])
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_bf16_on_a_cpu_without_bf16_instructions_trains_in_float32(tmp_path, monkeypatch, caplog, has_bf16):
+    """Emulated bf16 autocast is many times slower than float32: such a CPU trains in float32, says so, and the
+    run's record shows it; a CPU with AMX or AVX512-BF16 keeps the recipe's bf16."""
+    monkeypatch.setattr("deepdive.configs.cpu_has_bf16", lambda: has_bf16)
+    config = write(tmp_path, "output_dir: out\nuse_cpu: true\nbf16: true\n")
+    _, args, training_args = parse_recipe(PRETRAIN, ["--config", config])
+    assert training_args.bf16 is has_bf16
+    assert training_args.mixed_precision == ("bf16" if has_bf16 else "no")
+    assert args.recipe.values.get("bf16", False) is has_bf16  # what the run did, read back by a rerun
+    assert ("no bf16 instructions" in caplog.text) is not has_bf16

@@ -1,4 +1,5 @@
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -85,3 +86,19 @@ def test_task_accuracy_and_stop_rate_count_each_reply_against_its_own_answer(mon
     monkeypatch.setattr(evaluation, "generate", canned_replies)
     metrics = evaluation.evaluate_tasks(None, None, ["arithmetic", "spelling"], 4)
     assert metrics == {"arithmetic_accuracy": 0.75, "spelling_accuracy": 0.25, "stop_rate": 0.5, "test_prompts": 8}
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_base_eval_autocasts_to_bf16_only_on_a_cpu_with_bf16_instructions(micro_base, tmp_path, monkeypatch, has_bf16):
+    """Emulated bf16 runs many times slower than float32: `deepdive eval` scores in float32 on such a CPU."""
+    folder = shutil.copytree(micro_base, tmp_path / "base")
+    used = []
+
+    def scored(*args, autocast_dtype=None, **kwargs):
+        used.append(autocast_dtype)
+        return {"bits_per_byte": 2.0, "bytes": 100}
+
+    monkeypatch.setattr(evaluation, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(evaluation, "bits_per_byte", scored)
+    evaluation.evaluate_folder(str(folder))
+    assert used == [torch.bfloat16 if has_bf16 else None]

@@ -24,6 +24,7 @@ import yaml
 from trl import TrlParser
 
 from deepdive.errors import DeepdiveError, RecipeError
+from deepdive.records import cpu_has_bf16
 from deepdive.tasks import LESSONS
 
 
@@ -176,9 +177,20 @@ def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple
         )
     if not training_args.should_log:  # one process speaks for the run
         logging.getLogger("deepdive").setLevel(logging.WARNING)
+    if training_args.bf16 and trains_on_cpu(training_args) and not cpu_has_bf16():
+        logging.getLogger("deepdive").warning(
+            "bf16: this CPU has no bf16 instructions (AMX, AVX512-BF16), so bf16 autocast would run many times "
+            "slower than float32; training in float32 instead (bf16: false in the recipe silences this)"
+        )
+        return parse_recipe(dataclass_types, [*args, "--bf16", "false"])
     recipe_args.recipe = parser.record(env)  # the values given, not those fitted or derived from them
     fit_global_batch(training_args, recipe_args.global_batch_size)
     return tuple(parsed)
+
+
+def trains_on_cpu(training_args) -> bool:
+    """Whether the Trainer will run on the CPU: asked to, or no GPU to run on."""
+    return training_args.use_cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
 
 
 class RecipeParser(TrlParser):

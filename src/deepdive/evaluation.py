@@ -31,7 +31,7 @@ from deepdive.data import build_shakespeare, tokenize_documents
 from deepdive.distributed import gather_shares, is_main_process, process_share
 from deepdive.generation import Completion, Decoding, Exchange, generate, generate_with_tools
 from deepdive.modeling import check_model_folder, load_model_and_tokenizer
-from deepdive.records import read_record, trained_with_tools, write_metrics
+from deepdive.records import cpu_has_bf16, read_record, trained_with_tools, write_metrics
 from deepdive.tasks import TASKS, check_task_names, get_task
 from deepdive.tokenizer import token_byte_lengths
 
@@ -220,12 +220,13 @@ def evaluate_folder(
     temperature: float = 1.0,
     max_new_tokens: int = 160,
     batch_size: int = 64,
-    bf16: bool = True,
+    bf16: bool | None = None,
 ) -> dict:
     """Evaluate a model folder by kind and write `eval.json` beside it.
 
     Base models (no chat template): validation bits per byte of the Shakespeare corpus, windows of the
-    model's context with half-context stride, as the pretraining recipe scores it. Chat models: greedy
+    model's context with half-context stride, as the pretraining recipe scores it, under bf16 autocast where that
+    is fast (`bf16` None: a GPU, or a CPU with bf16 instructions). Chat models: greedy
     accuracy per task family, stop rate, and pass@k of `pass_task` from `num_samples` sampled replies; a chat
     model trained with tools (its `recipe.yaml` sets `tool_share`) answers the same prompts again with the tools
     offered and run.
@@ -236,6 +237,8 @@ def evaluate_folder(
     stage = read_record(folder, "metrics.json").get("stage")
     metrics = {"model": str(model_dir), "stage": stage, "parameters": sum(p.numel() for p in model.parameters())}
     if tokenizer.chat_template is None:
+        if bf16 is None:
+            bf16 = model.device.type != "cpu" or cpu_has_bf16()
         seq_len = model.config.max_position_embeddings
         documents = tokenize_documents(build_shakespeare()["validation"], tokenizer)["input_ids"]
         result = bits_per_byte(

@@ -43,4 +43,20 @@ def hardware() -> str:
     """The accelerator, or the CPU, a run trained on, in words."""
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    return f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"
+    bf16 = "" if cpu_has_bf16() else ", no bf16 instructions"
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}{bf16}), no GPU"
+
+
+# Instruction-set features with which a CPU multiplies bfloat16 matrices in hardware: Intel's AMX and AVX512-BF16,
+# Arm's BF16 and SVE-BF16. Without them bf16 autocast is emulated and runs many times slower than float32.
+CPU_BF16_FEATURES = ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively, so that bf16 autocast is faster on it than float32 (True
+    when this torch cannot tell)."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None:
+        return True
+    capabilities = get_capabilities()
+    return any(capabilities.get(feature, False) for feature in CPU_BF16_FEATURES)
