@@ -80,9 +80,12 @@ $(RUN_DIR)/report.md: $(foreach stage,$(STAGES),$(RUN_DIR)/$(stage)/eval.json)
 
 # `make seeds SEEDS="1 2 3"`: `make all SEED=<s>` for each seed in turn (finished stages skipped), then the spread
 # over seeds, one table of every seed's records: results/<recipe>-seeds.{json,md}, and runs/<recipe>/seeds.md.
-SEEDS_COMMAND := make seeds RECIPE=$(RECIPE) SEEDS="$(strip $(SEEDS))"
+# SEEDS_TARGETS="all tools" also runs `make tools` per seed: the table then has the SFT-with-tools rows too.
+SEEDS_TARGETS ?= all
+SEEDS_COMMAND := make seeds RECIPE=$(RECIPE) SEEDS="$(strip $(SEEDS))"$(if $(filter-out all,$(SEEDS_TARGETS)), \
+	SEEDS_TARGETS="$(strip $(SEEDS_TARGETS))")
 seeds: $(STAMP)
-	@for seed in $(SEEDS); do $(MAKE) --no-print-directory all SEED=$$seed || exit 1; done
+	@for seed in $(SEEDS); do $(MAKE) --no-print-directory $(SEEDS_TARGETS) SEED=$$seed || exit 1; done
 	$(BIN)/deepdive seeds --runs $(foreach seed,$(SEEDS),$(RUNS)/$(RECIPE)/seed-$(seed)) \
 		--output $(RESULTS)/$(RECIPE)-seeds --generated_by '$(SEEDS_COMMAND)'
 

@@ -128,6 +128,28 @@ def test_markdown_rows_per_figure_and_both_pages_written(seed_runs, tmp_path):
     ]  # fmt: skip
 
 
+def test_sft_with_tools_rows_sit_after_grpo_each_family_without_then_with_tools(seed_runs, tmp_path):
+    for seed, run_dir in enumerate(seed_runs[:2], start=1):
+        record = {"stage": "sft", "spelling_accuracy": 0.45, "spelling_accuracy_with_tools": 0.9 + seed / 100}
+        record |= {"stop_rate": 1.0, "stop_rate_with_tools": 0.995, "tool_calls_per_question": 0.75}
+        record |= {"tool_failure_rate": 0.0, "train_loss": 0.3, "wall_seconds": 300.0}
+        write_run(run_dir, seed, {"sft-tools": {"metrics": record}})
+    output = tmp_path / "results" / "tiny-seeds"
+    main(["seeds", "--runs", *map(str, seed_runs), "--output", str(output), "--generated_by", "make seeds"])
+    page = output.with_suffix(".md").read_text()
+    assert "| SFT with tools spelling accuracy, with tools | 91.0% | 92.0% | — | 91.5% | 91.0% – 92.0% |" in page
+    assert "| SFT with tools: tool calls per question | 0.75 | 0.75 | — | 0.75 | 0.75 – 0.75 |" in page
+    rows = [line.split(" | ")[0] for line in page.splitlines() if line.startswith("| ") and "---" not in line]
+    after_grpo = rows[rows.index("| GRPO countdown gain") + 1 : rows.index("| wall-clock, pretraining")]
+    assert after_grpo == [
+        "| SFT with tools spelling accuracy", "| SFT with tools spelling accuracy, with tools",
+        "| SFT with tools replies that stop", "| SFT with tools replies that stop, with tools",
+        "| SFT with tools: tool calls per question", "| SFT with tools: tool calls that failed",
+    ]  # fmt: skip
+    assert "| wall-clock, SFT with tools | 5 min 0 s |" in page
+    assert seeds_table(seed_runs)["runs"]["1"]["all.wall_seconds"] == 365.0 + 282.0 + 290.0  # `make all`'s three
+
+
 def test_durations_read_as_minutes_and_seconds():
     assert [duration(s) for s in (58.4, 59.6, 252.0, 3725.0)] == ["58 s", "1 min 0 s", "4 min 12 s", "62 min 5 s"]
 

@@ -16,6 +16,7 @@ import torch
 from deepdive.chat import reply
 from deepdive.errors import DataError
 from deepdive.generation import MAX_TOOL_ROUNDS, Decoding, generate_with_tools
+from deepdive.report import plot_stages
 from deepdive.tasks import build_mixture, get_task, with_tools
 from deepdive.tokenizer import add_chat_template, train_tokenizer
 
@@ -120,3 +121,15 @@ def test_the_chat_shows_each_call_and_result_and_keeps_them_in_the_conversation(
     untooled = ScriptedModel(tokenizer, ['<tool>python {"code": "2 + 3"}</tool>'])
     assert reply(untooled, tokenizer, list(QUESTION), max_new_tokens=30) == '<tool>python {"code": "2 + 3"}</tool>'
     assert untooled.rounds == 1  # without tools a call is only text
+
+
+def png_width(path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk: width, then height
+
+
+def test_the_report_plots_the_tool_calls_of_grpo_with_tools_and_not_of_grpo_without(tmp_path):
+    steps = [{"step": step, "rewards/accuracy/mean": 0.1 * step, "completions/mean_length": 40.0} for step in (1, 2)]
+    with_tools = [{**entry, "tools/call_frequency": 0.9, "tools/failure_frequency": 0.05} for entry in steps]
+    paths = plot_stages({"grpo": {"history": steps}, "grpo + tools": {"history": with_tools}}, tmp_path)
+    assert paths["grpo + tools"].name == "grpo-tools.png"
+    assert png_width(paths["grpo + tools"]) == pytest.approx(png_width(paths["grpo"]) * 3 / 2, rel=0.02)  # 3 panels

@@ -1,9 +1,10 @@
 """The report card of a run: one Markdown page with a stage-by-metric table, plots and the stages side by side.
 
-`deepdive report --run runs/tiny` reads what each stage folder (`base`, `sft`, `grpo`, `sft-tools`) recorded, its
-`metrics.json`, `eval.json` and the Trainer's `trainer_state.json` log, and writes `runs/tiny/report.md` with
-PNG plots in `runs/tiny/report/`: pretraining loss and validation bits per byte, SFT loss, GRPO reward per
-function and completion length. The same held-out prompts are answered by every stage (greedy), so the
+`deepdive report --run runs/tiny` reads what each stage folder (`base`, `sft`, `grpo`, `sft-tools`, `grpo-tools`)
+recorded, its `metrics.json`, `eval.json` and the Trainer's `trainer_state.json` log, and writes
+`runs/tiny/report.md` with PNG plots in `runs/tiny/report/`: pretraining loss and validation bits per byte, SFT
+loss, GRPO reward per function and completion length, and, for GRPO with tools, the tool calls per reply and the
+share that failed. The same held-out prompts are answered by every stage (greedy), so the
 page shows what each stage of the lecture adds. Stages that have not run are left out.
 """
 
@@ -20,7 +21,13 @@ from deepdive.records import hardware, read_record, trained_with_tools
 from deepdive.tasks import LESSONS, get_task
 
 
-STAGE_FOLDERS = {"pretrain": "base", "sft": "sft", "grpo": "grpo", "sft + tools": "sft-tools"}
+STAGE_FOLDERS = {
+    "pretrain": "base",
+    "sft": "sft",
+    "grpo": "grpo",
+    "sft + tools": "sft-tools",
+    "grpo + tools": "grpo-tools",
+}
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "evaluate", "tokenizers", "deepdive")
 # (row label, key in a stage's metrics or eval results, how to show it)
 
@@ -110,13 +117,19 @@ def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
             ("completion length (tokens)", ["completions/mean_length"]),
         ],
     }
+    panels["grpo + tools"] = panels["grpo"]
+    tool_panel = (
+        "tool calls per reply, and the share that failed",
+        ["tools/call_frequency", "tools/failure_frequency"],
+    )
     paths = {}
     for stage, record in records.items():
         history = record["history"]
         if not history or stage not in panels:
             continue
-        figure, axes = plt.subplots(1, len(panels[stage]), figsize=(5.5 * len(panels[stage]), 3.6), squeeze=False)
-        for axis, (title, keys) in zip(axes[0], panels[stage], strict=True):
+        shown = panels[stage] + ([tool_panel] if any(tool_panel[1][0] in entry for entry in history) else [])
+        figure, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 3.6), squeeze=False)
+        for axis, (title, keys) in zip(axes[0], shown, strict=True):
             if keys is None:
                 keys = sorted(
                     {key for entry in history for key in entry if key.startswith("rewards/") and key.endswith("/mean")}
@@ -137,7 +150,7 @@ def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
                 axis.legend()
         figure.suptitle(f"{stage}: {STAGE_FOLDERS[stage]}")
         figure.tight_layout()
-        paths[stage] = assets / f"{stage}.png"
+        paths[stage] = assets / f"{stage.replace(' + ', '-')}.png"  # sft-tools.png
         figure.savefig(paths[stage], dpi=110)
         plt.close(figure)
     return paths

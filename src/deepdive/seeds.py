@@ -18,8 +18,10 @@ from deepdive.records import read_record
 from deepdive.tasks import LESSONS as TASK_ORDER  # rows in the lecture's order; other families after
 
 
-STAGES = ("base", "sft", "grpo")  # the run folder's stage folders, in pipeline order
-STAGE_NAMES = {"base": "pretraining", "sft": "SFT", "grpo": "GRPO"}
+PIPELINE = ("base", "sft", "grpo")  # the stage folders of `make all`, in pipeline order
+STAGES = (*PIPELINE, "sft-tools")  # and `make tools`' SFT with tools, from the same base
+STAGE_NAMES = {"base": "pretraining", "sft": "SFT", "grpo": "GRPO", "sft-tools": "SFT with tools"}
+TOOL_FIGURES = ("tool_calls_per_question", "tool_failure_rate")
 MISSING = "—"
 
 
@@ -42,14 +44,17 @@ def _number(value) -> bool:
 
 def run_figures(run_dir: Path) -> dict[str, float]:
     """One run's figures, keyed `<stage>.<figure>`: bits per byte, the SFT recipe's held-out accuracies and stop
-    rate, the GRPO recipe's accuracy before and after on each task it practised, and the wall-clock per stage."""
+    rate, the GRPO recipe's accuracy before and after on each task it practised, SFT with tools' figures without
+    and with the tools (and its tool calls), and the wall-clock per stage."""
     records = {stage: read_record(run_dir / stage, "metrics.json") for stage in STAGES}
     figures = {}
     if _number(records["base"].get("val_bits_per_byte")):
         figures["base.val_bits_per_byte"] = records["base"]["val_bits_per_byte"]
-    for key, value in records["sft"].items():
-        if (key.endswith("_accuracy") or key == "stop_rate") and _number(value):
-            figures[f"sft.{key}"] = value
+    for stage in ("sft", "sft-tools"):  # each family without tools, and with them where the model has them
+        for key, value in records[stage].items():
+            if re.fullmatch(r".+_accuracy(_with_tools)?|stop_rate(_with_tools)?", key) or key in TOOL_FIGURES:
+                if _number(value):
+                    figures[f"{stage}.{key}"] = value
     grpo = records["grpo"]
     practised = {key[len("before_") : -len("_accuracy")] for key in grpo if re.fullmatch(r"before_.+_accuracy", key)}
     practised |= {key[len("after_") : -len("_accuracy")] for key in grpo if re.fullmatch(r"after_.+_accuracy", key)}
@@ -68,8 +73,8 @@ def run_figures(run_dir: Path) -> dict[str, float]:
         eval_seconds = read_record(run_dir / stage, "eval.json").get("eval_seconds")
         if _number(eval_seconds):
             figures[f"{stage}.eval_seconds"] = eval_seconds
-    if all(f"{stage}.wall_seconds" in figures for stage in STAGES):
-        figures["all.wall_seconds"] = sum(figures[f"{stage}.wall_seconds"] for stage in STAGES)
+    if all(f"{stage}.wall_seconds" in figures for stage in PIPELINE):
+        figures["all.wall_seconds"] = sum(figures[f"{stage}.wall_seconds"] for stage in PIPELINE)
     return figures
 
 
@@ -78,14 +83,22 @@ def _task_rank(task: str) -> tuple:
 
 
 def _row_rank(key: str) -> tuple:
-    """Where a figure's row goes: bits per byte, SFT tasks, stop rate, GRPO per task, then times."""
+    """Where a figure's row goes: bits per byte, SFT tasks, stop rate, GRPO per task, SFT with tools (each task
+    without, then with tools; stop rates; tool calls), then times."""
     stage, figure = key.split(".", 1)
     if figure.endswith("_seconds"):
-        return (4, ("wall_seconds", "eval_seconds").index(figure), (*STAGES, "all").index(stage))
+        return (6, ("wall_seconds", "eval_seconds").index(figure), (*STAGES, "all").index(stage))
     if stage == "base":
         return (0,)
-    if stage == "sft":
-        return (1, _task_rank(figure.removesuffix("_accuracy"))) if figure != "stop_rate" else (2,)
+    if stage in ("sft", "sft-tools"):
+        first = 1 if stage == "sft" else 4
+        if figure in TOOL_FIGURES:
+            return (5.5, TOOL_FIGURES.index(figure))
+        with_tools = figure.endswith("_with_tools")
+        figure = figure.removesuffix("_with_tools")
+        if figure == "stop_rate":
+            return (first + 1, with_tools)
+        return (first, _task_rank(figure.removesuffix("_accuracy")), with_tools)
     if figure.endswith("_gain_points"):
         return (3, _task_rank(figure.removesuffix("_gain_points")), 2)
     when, task = figure.removesuffix("_accuracy").split("_", 1)
@@ -101,10 +114,15 @@ def label(key: str) -> str:
         return f"time in `deepdive eval`, {stage}"
     if figure == "val_bits_per_byte":
         return "val bits per byte"
-    if figure == "stop_rate":
-        return "SFT replies that stop"
-    if stage == "sft":
-        return f"SFT {figure.removesuffix('_accuracy')} accuracy"
+    if figure == "tool_calls_per_question":
+        return "SFT with tools: tool calls per question"
+    if figure == "tool_failure_rate":
+        return "SFT with tools: tool calls that failed"
+    if stage in ("sft", "sft-tools"):
+        with_tools = ", with tools" if figure.endswith("_with_tools") else ""
+        figure = figure.removesuffix("_with_tools")
+        what = "replies that stop" if figure == "stop_rate" else f"{figure.removesuffix('_accuracy')} accuracy"
+        return f"{STAGE_NAMES[stage]} {what}{with_tools}"
     if figure.endswith("_gain_points"):
         return f"GRPO {figure.removesuffix('_gain_points')} gain"
     when, task = figure.removesuffix("_accuracy").split("_", 1)
@@ -125,7 +143,9 @@ def show(key: str, value: float | None) -> str:
         return duration(value)
     if key.endswith("_gain_points"):
         return f"{value:+.1f} pts"
-    if key.endswith("_accuracy") or key.endswith("stop_rate"):
+    if key.endswith("tool_calls_per_question"):
+        return f"{value:.2f}"
+    if re.search(r"(_accuracy|stop_rate|_failure_rate)(_with_tools)?$", key):
         return f"{value:.1%}"
     return f"{value:.3f}"
 
@@ -188,7 +208,9 @@ def markdown(table: dict) -> str:
     lines += [
         "",
         "SFT figures are the SFT recipe's held-out evaluation (`sft/metrics.json`), GRPO figures its recipe's check "
-        "before and after RL (`grpo/metrics.json`), gains in percentage points; wall-clock is inside each recipe, "
+        "before and after RL (`grpo/metrics.json`), gains in percentage points; SFT with tools (`make tools`, "
+        "`sft-tools/metrics.json`) is scored on the same questions without and with the tools offered; "
+        "wall-clock is inside each recipe, "
         f"`deepdive eval` timed on its own. Mean and min–max are over the seeds that have the figure ({MISSING}: "
         "not recorded).",
         "",
