@@ -86,17 +86,17 @@ def run_variant(model_dir: str, overrides: list[str], steps: int) -> GenerationT
     return timer
 
 
-def main(rounds: int = 2, steps: int = 3, variants: dict | None = None) -> dict:
+def main(rounds: int = 2, steps: int = 3, variants: dict | None = None, overrides: tuple[str, ...] = ()) -> dict:
     variants = variants or VARIANTS
     model_dir = chat_model_dir()
     timings = {name: [] for name in variants}
     failed = {}
     for _ in range(rounds):
-        for name, overrides in variants.items():
+        for name, variant in variants.items():
             if name in failed:
                 continue
             try:
-                timings[name].append(run_variant(model_dir, overrides, steps))
+                timings[name].append(run_variant(model_dir, [*overrides, *variant], steps))
             except Exception as error:  # a generation option this machine lacks: recorded, not fatal
                 failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     rows, record = [], {"model": "runs/tiny/sft" if model_dir == str(SFT_MODEL) else "untrained tiny"}

@@ -12,11 +12,15 @@ import time
 
 BENCHMARKS = ("trainer_overhead", "settings", "data_prep", "grpo_rollouts", "scaling")
 
-# Smallest settings that still exercise every part of each benchmark (`--quick`, used by the test suite).
+# Smallest settings that still exercise every part of each benchmark (`--quick`, used by the test suite): a step
+# or two, on small batches, without compiling; what they time means nothing, that they run and record is checked.
+SMALL_PRETRAINING = ("--global_batch_size", "4", "--per_device_train_batch_size", "4", "--torch_compile", "false")
+TWO_ATTENTIONS = {"default": [], "sdpa": ["--attn_implementation", "sdpa"]}
+SMALL_GRPO = ("--global_batch_size", "16", "--per_device_train_batch_size", "16", "--max_completion_length", "32")
 QUICK = {
-    "trainer_overhead": {"rounds": 1, "steps": 2, "warmup": 1},
+    "trainer_overhead": {"rounds": 1, "steps": 2, "warmup": 1, "overrides": SMALL_PRETRAINING},
     "data_prep": {"rounds": 1},
-    "grpo_rollouts": {"rounds": 1, "steps": 2, "variants": {"default": [], "sdpa": ["--attn_implementation", "sdpa"]}},
+    "grpo_rollouts": {"rounds": 1, "steps": 2, "variants": TWO_ATTENTIONS, "overrides": SMALL_GRPO},
     "scaling": {"rounds": 1, "steps": 1, "warmup": 1},
 }
 

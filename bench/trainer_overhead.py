@@ -37,7 +37,7 @@ class AlternateWithBareLoop(TrainerCallback):
         self.last = time.perf_counter()
 
 
-def main(rounds: int = 6, steps: int = 10, warmup: int = 5, *overrides: str) -> dict:
+def main(rounds: int = 6, steps: int = 10, warmup: int = 5, overrides: tuple[str, ...] = ()) -> dict:
     total = warmup + rounds * steps
     args, training_args = parse_tiny("--max_steps", str(total), *overrides)
     tokenizer, blocks = train_blocks(args)
