@@ -99,10 +99,11 @@ class Checks:
             metrics["parameters"] - embedding, config["num_hidden_layers"], config["hidden_size"], seq_len
         )
         achieved = per_token * metrics["train_tokens_per_second"]
-        peak = matmul_peak(torch.bfloat16)
+        precision = "bf16" if self.device == "gpu" else "fp32"  # the precision the check trained in
+        peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
         return (
             f"{metrics['train_tokens_per_second']:,.0f} tokens/s, MFU {achieved / peak:.1%} "
-            f"of the measured bf16 peak {peak / 1e12:.0f} TFLOP/s ({metrics['parameters'] / 1e6:.0f}M parameters; "
+            f"of the measured {precision} peak {peak / 1e12:.0f} TFLOP/s ({metrics['parameters'] / 1e6:.0f}M parameters; "
             "the 20 steps include torch.compile's warm-up, so both are lower bounds)"
         )
 
