@@ -103,8 +103,9 @@ class Checks:
         peak = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
         return (
             f"{metrics['train_tokens_per_second']:,.0f} tokens/s, MFU {achieved / peak:.1%} "
-            f"of the measured {precision} peak {peak / 1e12:.0f} TFLOP/s ({metrics['parameters'] / 1e6:.0f}M parameters; "
-            "the 20 steps include torch.compile's warm-up, so both are lower bounds)"
+            f"of the measured {precision} peak {peak / 1e12:.0f} TFLOP/s "
+            f"({metrics['parameters'] / 1e6:.0f}M parameters; the 20 steps include torch.compile's warm-up, so both "
+            "are lower bounds)"
         )
 
     def fsdp(self, gpus: int) -> str:

@@ -71,10 +71,15 @@ def pretraining_step_settings(rounds: int = 4, steps: int = 6, warmup: int = 4) 
         tokens_per_second = tokens / side.median
         mfu = tokens_per_second * flops / peak
         rows.append([side.name, side.median, tokens_per_second, base / side.median, f"{100 * mfu:.1f}%"])
-        record[side.name] = {"step_seconds": side.median, "tokens_per_second": tokens_per_second,
-                             "speed_vs_default": base / side.median, f"mfu_of_{precision}_matmul_peak": mfu}  # fmt: skip
+        record[side.name] = {
+            "step_seconds": side.median,
+            "tokens_per_second": tokens_per_second,
+            "speed_vs_default": base / side.median,
+            f"mfu_of_{precision}_matmul_peak": mfu,
+        }
     print_table(
-        f"Pretraining step settings (tiny model, {tokens} tokens/step; {precision} matmul peak {peak / 1e12:.2f} TFLOP/s)",
+        f"Pretraining step settings (tiny model, {tokens} tokens/step; "
+        f"{precision} matmul peak {peak / 1e12:.2f} TFLOP/s)",
         ["setting", "median step (s)", "tokens/s", "speed vs default", "MFU"],
         rows,
     )
