@@ -182,7 +182,7 @@ def parse_recipe(dataclass_types: tuple, args: list[str] | None = None) -> tuple
             "bf16: this CPU has no bf16 instructions (AMX, AVX512-BF16), so bf16 autocast would run many times "
             "slower than float32; training in float32 instead (bf16: false in the recipe silences this)"
         )
-        return parse_recipe(dataclass_types, [*args, "--bf16", "false"])
+        return parse_recipe(dataclass_types, [*args, "--bf16", "false"])  # so mixed precision and the record agree
     recipe_args.recipe = parser.record(env)  # the values given, not those fitted or derived from them
     fit_global_batch(training_args, recipe_args.global_batch_size)
     return tuple(parsed)

@@ -87,18 +87,18 @@ def _row_rank(key: str) -> tuple:
     without, then with tools; stop rates; tool calls), then times."""
     stage, figure = key.split(".", 1)
     if figure.endswith("_seconds"):
-        return (6, ("wall_seconds", "eval_seconds").index(figure), (*STAGES, "all").index(stage))
+        return (5, ("wall_seconds", "eval_seconds").index(figure), (*STAGES, "all").index(stage))
     if stage == "base":
         return (0,)
     if stage in ("sft", "sft-tools"):
-        first = 1 if stage == "sft" else 4
+        block = 1 if stage == "sft" else 4  # SFT's rows before GRPO's (3), SFT with tools' after them
         if figure in TOOL_FIGURES:
-            return (5.5, TOOL_FIGURES.index(figure))
+            return (block, 2, TOOL_FIGURES.index(figure))
         with_tools = figure.endswith("_with_tools")
         figure = figure.removesuffix("_with_tools")
         if figure == "stop_rate":
-            return (first + 1, with_tools)
-        return (first, _task_rank(figure.removesuffix("_accuracy")), with_tools)
+            return (block, 1, with_tools)
+        return (block, 0, _task_rank(figure.removesuffix("_accuracy")), with_tools)
     if figure.endswith("_gain_points"):
         return (3, _task_rank(figure.removesuffix("_gain_points")), 2)
     when, task = figure.removesuffix("_accuracy").split("_", 1)
@@ -115,9 +115,9 @@ def label(key: str) -> str:
     if figure == "val_bits_per_byte":
         return "val bits per byte"
     if figure == "tool_calls_per_question":
-        return "SFT with tools: tool calls per question"
+        return f"{STAGE_NAMES[stage]}: tool calls per question"
     if figure == "tool_failure_rate":
-        return "SFT with tools: tool calls that failed"
+        return f"{STAGE_NAMES[stage]}: tool calls that failed"
     if stage in ("sft", "sft-tools"):
         with_tools = ", with tools" if figure.endswith("_with_tools") else ""
         figure = figure.removesuffix("_with_tools")
