@@ -1,12 +1,13 @@
 # deepdive: `make all` runs the whole pipeline (pretrain -> sft -> grpo -> eval -> report) on the default tiny
 # recipe, skipping stages already finished; `make pretrain`, `make sft`, `make grpo` run one stage; `make chat`
-# talks to the assistant (`make chat-tools`: the one `make tools` trained, tools on); `make seeds` runs the pipeline once per seed and writes the spread over seeds;
-# `make test` runs the test suite; `make bench` measures speed. Every target sets up .venv from a bare python3
-# first.
+# talks to the assistant (`make chat-tools`: the one `make tools` trained, tools on), `make serve` serves it (an
+# OpenAI-compatible API and a chat page), `make gguf` exports it for llama.cpp apps; `make seeds` runs the
+# pipeline once per seed and writes the spread over seeds; `make test` runs the test suite; `make bench` measures
+# speed. Every target sets up .venv from a bare python3 first.
 # Variables: RECIPE (a folder of recipes/), ARGS (extra overrides for one stage, e.g. ARGS="--max_steps 50"),
 # SEED (the seed of every stage, run into runs/<recipe>/seed-<SEED>), SEEDS (the seeds of `make seeds`), RUNS and
 # RESULTS (where runs and `make seeds` tables go), ACCELERATE (a file of accelerate_configs/, without .yaml),
-# STAGE and HUB_MODEL_ID (and PRIVATE=1) for push.
+# STAGE and HUB_MODEL_ID (and PRIVATE=1) for push, PORT for serve, OUT_TYPE (f32, f16, q8_0) for gguf.
 
 PYTHON ?= python3
 VENV := .venv
@@ -33,7 +34,8 @@ HUB_MODEL_ID ?=
 PRIVATE ?=
 STAGES := base sft grpo
 
-.PHONY: all seeds tools install pretrain sft grpo eval report push chat chat-tools sample test bench gpu-check style quality clean
+.PHONY: all seeds tools install pretrain sft grpo eval report push chat chat-tools serve gguf sample test chromium bench \
+	gpu-check style quality clean
 
 install: $(STAMP)
 
@@ -114,17 +116,34 @@ push: $(STAMP)
 	$(BIN)/deepdive push --model $(RUN_DIR)/$(if $(filter pretrain,$(STAGE)),base,$(STAGE)) --repo_id $(HUB_MODEL_ID) $(if $(PRIVATE),--private)
 
 # Talk to the latest chat stage: grpo when it has finished, else sft.
+CHAT_STAGE = $(if $(wildcard $(RUN_DIR)/grpo/metrics.json),grpo,sft)
 chat: $(STAMP)
-	$(BIN)/deepdive chat --model $(RUN_DIR)/$(if $(wildcard $(RUN_DIR)/grpo/metrics.json),grpo,sft)
+	$(BIN)/deepdive chat --model $(RUN_DIR)/$(CHAT_STAGE)
 
 chat-tools: $(STAMP)
 	$(BIN)/deepdive chat --model $(RUN_DIR)/sft-tools --tools
 
+# The latest chat stage behind an OpenAI-compatible API, with a chat page at http://127.0.0.1:$(PORT)/
+PORT ?= 8000
+serve: $(STAMP)
+	$(BIN)/deepdive serve --model $(RUN_DIR)/$(CHAT_STAGE) --port $(PORT)
+
+# The latest chat stage as one GGUF file for llama.cpp-based apps: runs/tiny/<stage>-<OUT_TYPE>.gguf
+OUT_TYPE ?= f16
+gguf: $(STAMP)
+	$(BIN)/deepdive export --model $(RUN_DIR)/$(CHAT_STAGE) --gguf $(RUN_DIR)/$(CHAT_STAGE)-$(OUT_TYPE).gguf \
+		--out_type $(OUT_TYPE)
+
 sample: $(STAMP)
 	$(BIN)/deepdive sample --model $(RUN_DIR)/base --prompt "$(PROMPT)"
 
-test: $(STAMP)
+# The chat page's tests drive a real browser: Debian's chromium package, installed here when it is missing.
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest tests $(ARGS)
+
+chromium:
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
+		|| { echo "error: chromium: install Debian's chromium package (as root: apt-get install chromium)"; exit 2; }
 
 # Speed: deepdive against a bare PyTorch loop, settings, data preparation, GRPO rollouts, cost scaling; tables on
 # stdout, figures in bench/results/<name>.json. One benchmark: make bench ARGS=trainer_overhead

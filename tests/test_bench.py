@@ -36,7 +36,7 @@ def test_flops_per_token_counts_weights_and_attention():
 @pytest.mark.slow
 def test_quick_benchmarks_write_their_results(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "trainer_overhead", "data_prep", "grpo_rollouts"],
+        [sys.executable, "-m", "bench.run", "--quick", "trainer_overhead", "data_prep", "grpo_rollouts", "serving"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -53,6 +53,8 @@ def test_quick_benchmarks_write_their_results(tmp_path):
     default = rollouts["default"]
     assert 0 < default["generation_seconds_per_step"] < default["step_seconds"]
     assert default["replies_per_second"] > 0
+    serving = json.loads((tmp_path / "serving.json").read_text())["concurrent"]
+    assert serving["complete_replies"] == serving["clients"] == 3 and serving["streamed_pieces"] >= 3
     assert "| deepdive (recipe -> Trainer -> accelerate) |" in result.stdout
 
 

@@ -8,6 +8,8 @@
     deepdive seeds --runs runs/tiny/seed-1 runs/tiny/seed-2 --output results/tiny-seeds   # spread over seeds
     deepdive card --model runs/tiny/sft                      # rewrites the model card (README.md)
     deepdive push --model runs/tiny/sft --repo_id you/deepdive-tiny-sft [--private]
+    deepdive serve --model runs/tiny/grpo --port 8000         # chat page at /, OpenAI API at /v1
+    deepdive export --model runs/tiny/grpo --gguf runs/tiny/grpo-f16.gguf --out_type f16   # for llama.cpp apps
 
 `sample` lets the base model do what pretraining taught it, continue text token by token (the lecture's
 "token simulator"), streaming each token as it is drawn. The model folder is any Hugging Face causal LM, so
@@ -16,7 +18,9 @@ the same command samples a Hub model too. `chat` talks to an SFT/GRPO model thro
 base model; held-out task accuracy, stop rate and pass@k for a chat model), `report` gathers a whole run into
 one report card, `seeds` puts one recipe's runs with several seeds in one table of per-seed figures, mean and
 range (JSON + Markdown, and `seeds.md` beside the runs: the multi-seed run's report card), `card` rebuilds a
-folder's model card and `push` uploads a folder to the Hugging Face Hub.
+folder's model card and `push` uploads a folder to the Hugging Face Hub. `serve` runs a chat model behind an
+OpenAI-compatible API (`deepdive.serve`), with a chat page for the browser; `export` writes a model as one
+GGUF file, which llama.cpp and the apps built on it (LM Studio, Ollama) run.
 
 Each command imports the deepdive modules it runs when it runs, the one place in the package that imports
 inside functions: `deepdive --help` (or a typo) answers in 0.03 s instead of the 4-5 s that importing torch,
@@ -89,6 +93,16 @@ def main(argv: list[str] | None = None) -> None:
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--report", help="report card to include (default: report.md of the run folder, if any)")
 
+    serve = commands.add_parser("serve", help="serve a chat model: OpenAI-compatible API and a chat page")
+    serve.add_argument("--model", required=True, help="chat model folder, e.g. runs/tiny/grpo")
+    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to let other machines (a phone) connect")
+    serve.add_argument("--port", type=int, default=8000)
+
+    export = commands.add_parser("export", help="write a model as one GGUF file for llama.cpp-based apps")
+    export.add_argument("--model", required=True, help="model folder, e.g. runs/tiny/grpo")
+    export.add_argument("--gguf", required=True, help="the GGUF file to write, e.g. runs/tiny/grpo-f16.gguf")
+    export.add_argument("--out_type", default="f16", help="f32, f16 (half the size) or q8_0 (8-bit, a quarter)")
+
     args = parser.parse_args(argv)
     from transformers.utils import logging
 
@@ -160,6 +174,15 @@ def _run(args: argparse.Namespace) -> None:
         report = args.report or Path(args.model).parent / "report.md"
         url = push_folder(args.model, args.repo_id, args.private, report)
         print(f"pushed {args.model} to https://huggingface.co/{args.repo_id} ({url})")
+    elif args.command == "serve":
+        from deepdive.serve import serve
+
+        serve(args.model, args.host, args.port)
+    elif args.command == "export":
+        from deepdive.export import export_gguf
+
+        path = export_gguf(args.model, args.gguf, args.out_type)
+        print(f"{path} written ({path.stat().st_size / 1e6:.1f} MB, {args.out_type})")
     elif args.command == "sample":
         from deepdive.generation import Decoding, sample_text
 
