@@ -13,12 +13,17 @@ import urllib.request
 
 import openai
 import pytest
+import torch
 import yaml
+from playwright.sync_api import sync_playwright
 
 from deepdive.errors import DataError
 from deepdive.generation import Decoding, generate
-from deepdive.modeling import load_model_and_tokenizer
+from deepdive.modeling import build_llama_config, build_model, load_model_and_tokenizer
 from deepdive.serve import check_chat_model, check_port_free, checked_request
+from deepdive.tasks import with_tools
+from deepdive.tasks.common import conversation
+from deepdive.tools import TOOL_SCHEMAS
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,10 +58,10 @@ def tools_model(micro_sft, tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(tools_model):
+def serving(model_dir):
+    """A `deepdive serve` process on `model_dir`, as its address while it runs."""
     port = free_port()
-    command = [sys.executable, "-m", "deepdive.cli", "serve", "--model", str(tools_model), "--port", str(port)]
+    command = [sys.executable, "-m", "deepdive.cli", "serve", "--model", str(model_dir), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -65,6 +70,42 @@ def server(tools_model):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tools_model):
+    yield from serving(tools_model)
+
+
+@pytest.fixture(scope="module")
+def tool_caller(micro_sft, tmp_path_factory):
+    """A small model that has learnt one tool conversation by heart: asked "What is 2 + 3?" with the tools
+    offered, it calls python with "2 + 3", and with the result in its context it answers "Answer: 5"."""
+    _, tokenizer = load_model_and_tokenizer(str(micro_sft))
+    call = {"name": "python", "arguments": {"code": "2 + 3"}}
+    example = with_tools(conversation("arithmetic", "What is 2 + 3?", "5", "5", call, "Answer: 5"))
+    ids = tokenizer.apply_chat_template(example["messages"], tools=json.loads(TOOL_SCHEMAS), return_dict=True)
+    ids = torch.tensor([ids["input_ids"]])
+    config = build_llama_config(tokenizer, hidden_size=64, num_hidden_layers=2, num_attention_heads=2)
+    model = build_model(config, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 0.01
+    folder = tmp_path_factory.mktemp("serve") / "tool-caller"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({"tool_share": 1.0}))
+    (folder / "metrics.json").write_text(json.dumps({"stage": "sft"}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tool_server(tool_caller):
+    yield from serving(tool_caller)
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +273,6 @@ def test_a_folder_that_cannot_be_served_and_a_port_in_use_are_one_line_errors(tm
 def page(server):
     if CHROMIUM is None:
         pytest.fail("no chromium on PATH: `make test` installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone's screen
@@ -300,3 +339,39 @@ def test_the_chat_page_fits_a_phone_and_drops_old_turns_when_the_context_is_full
     assert width[0] <= width[1]
     box = page.query_selector("#send").bounding_box()
     assert box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844
+
+
+# --- Tools through the API and the page: a model that calls one -------------------------------------------------
+
+
+def test_a_tool_call_comes_back_as_tool_calls_and_its_result_gets_the_answer(tool_server):
+    client = openai.OpenAI(base_url=tool_server + "/v1", api_key="not needed", max_retries=0)
+    tools = json.loads(TOOL_SCHEMAS)
+    messages = [{"role": "user", "content": "What is 2 + 3?"}]
+    first = client.chat.completions.create(model="deepdive", messages=messages, tools=tools, temperature=0)
+    assert first.choices[0].finish_reason == "tool_calls"
+    [call] = first.choices[0].message.tool_calls
+    assert call.function.name == "python" and json.loads(call.function.arguments) == {"code": "2 + 3"}
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "content": "5", "tool_call_id": call.id},
+    ]
+    answer = client.chat.completions.create(model="deepdive", messages=messages, tools=tools, temperature=0)
+    assert answer.choices[0].message.content == "Answer: 5"
+
+
+def test_the_chat_page_runs_the_call_shows_it_and_answers_from_its_result(tool_server):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(tool_server + "/")
+        page.wait_for_function("document.getElementById('model').textContent.includes('tool-caller')")
+        assert page.is_checked("#tools")
+        send(page, "What is 2 + 3?")
+        turns = [(turn.get_attribute("class"), turn.text_content()) for turn in page.query_selector_all(".turn")]
+        browser.close()
+    assert turns == [
+        ("turn user", "What is 2 + 3?"),
+        ("turn tool", 'python({"code":"2 + 3"})\n→ 5'),
+        ("turn assistant", "Answer: 5"),
+    ]
