@@ -270,16 +270,23 @@ def test_a_folder_that_cannot_be_served_and_a_port_in_use_are_one_line_errors(tm
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
+    """One headless Chromium for the module: Playwright's sync API allows one running instance at a time."""
     if CHROMIUM is None:
         pytest.fail("no chromium on PATH: `make test` installs Debian's chromium package")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone's screen
-        page.goto(server + "/")
-        page.wait_for_function("document.getElementById('model').textContent.includes('sft')")
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone's screen
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('model').textContent.includes('sft')")
+    yield page
+    page.close()
 
 
 def sent_bodies(page) -> list:
@@ -360,16 +367,14 @@ def test_a_tool_call_comes_back_as_tool_calls_and_its_result_gets_the_answer(too
     assert answer.choices[0].message.content == "Answer: 5"
 
 
-def test_the_chat_page_runs_the_call_shows_it_and_answers_from_its_result(tool_server):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.goto(tool_server + "/")
-        page.wait_for_function("document.getElementById('model').textContent.includes('tool-caller')")
-        assert page.is_checked("#tools")
-        send(page, "What is 2 + 3?")
-        turns = [(turn.get_attribute("class"), turn.text_content()) for turn in page.query_selector_all(".turn")]
-        browser.close()
+def test_the_chat_page_runs_the_call_shows_it_and_answers_from_its_result(tool_server, browser):
+    page = browser.new_page()
+    page.goto(tool_server + "/")
+    page.wait_for_function("document.getElementById('model').textContent.includes('tool-caller')")
+    assert page.is_checked("#tools")
+    send(page, "What is 2 + 3?")
+    turns = [(turn.get_attribute("class"), turn.text_content()) for turn in page.query_selector_all(".turn")]
+    page.close()
     assert turns == [
         ("turn user", "What is 2 + 3?"),
         ("turn tool", 'python({"code":"2 + 3"})\n→ 5'),
