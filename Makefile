@@ -1,6 +1,7 @@
 # deepdive: `make all` runs the whole pipeline (pretrain -> sft -> grpo -> eval -> report) on the default tiny
 # recipe, skipping stages already finished; `make pretrain`, `make sft`, `make grpo` run one stage; `make chat`
-# talks to the assistant (`make chat-tools`: the one `make tools` trained, tools on), `make serve` serves it (an
+# talks to the assistant (`make chat-tools`: the one `make tools` trained, tools on), `make honest` probes what it
+# knows and teaches it to say "I don't know" for the rest, `make serve` serves it (an
 # OpenAI-compatible API and a chat page), `make gguf` exports it for llama.cpp apps; `make seeds` runs the
 # pipeline once per seed and writes the spread over seeds; `make test` runs the test suite; `make bench` measures
 # speed. Every target sets up .venv from a bare python3 first.
@@ -34,7 +35,7 @@ HUB_MODEL_ID ?=
 PRIVATE ?=
 STAGES := base sft grpo
 
-.PHONY: all seeds tools install pretrain sft grpo eval report push chat chat-tools serve gguf sample test chromium bench \
+.PHONY: all seeds tools honest install pretrain sft grpo eval report push chat chat-tools serve gguf sample test chromium bench \
 	gpu-check style quality clean
 
 install: $(STAMP)
@@ -73,6 +74,20 @@ tools: $(RUN_DIR)/sft-tools/eval.json
 $(RUN_DIR)/sft-tools/metrics.json: recipes/$(RECIPE)/sft.yaml $(RUN_DIR)/base/metrics.json
 	$(LAUNCH) recipes/sft.py --config $< --tool_share $(TOOL_SHARE) --output_dir $(RUN_DIR)/sft-tools \
 		$(if $(SEED),--seed $(SEED) --model_name_or_path $(RUN_DIR)/base) $(REDO)
+
+# `make honest`: probe what the SFT model knows (runs/<recipe>/probe: probe.jsonl and its data card), then a second
+# SFT pass from it that answers the characters it knows and declines the others (sft-honest), its evaluation and the
+# report card. Not part of `make all`.
+honest: $(RUN_DIR)/sft-honest/eval.json
+	$(BIN)/deepdive report --run $(RUN_DIR)
+
+$(RUN_DIR)/probe/probe.jsonl: $(RUN_DIR)/sft/metrics.json
+	$(BIN)/deepdive probe --model $(RUN_DIR)/sft --output $(RUN_DIR)/probe
+
+HONEST_ARGS = $(if $(filter-out runs/$(RECIPE),$(RUN_DIR)),$(if $(SEED),--seed $(SEED) )--output_dir \
+	$(RUN_DIR)/sft-honest --model_name_or_path $(RUN_DIR)/sft --probe_dir $(RUN_DIR)/probe)
+$(RUN_DIR)/sft-honest/metrics.json: recipes/$(RECIPE)/sft-honest.yaml $(RUN_DIR)/probe/probe.jsonl
+	$(LAUNCH) recipes/sft.py --config $< $(HONEST_ARGS) $(REDO)
 
 $(RUN_DIR)/%/eval.json: $(RUN_DIR)/%/metrics.json
 	$(BIN)/deepdive eval --model $(RUN_DIR)/$*

@@ -18,8 +18,9 @@ from deepdive.chat import validate_conversations
 from deepdive.configs import SFTArguments, run_from_command_line
 from deepdive.data import load_conversations
 from deepdive.errors import DataError
-from deepdive.evaluation import evaluate_tasks
+from deepdive.evaluation import evaluate_knowledge, evaluate_tasks
 from deepdive.modeling import load_recipe_model
+from deepdive.probe import honest_examples, read_probe
 from deepdive.runs import check_lora_targets, finish_run, save_model, start_run
 from deepdive.tasks import build_mixture, check_task_names
 from deepdive.trainer import RecipeTrainerMixin, chat_trainer_arguments
@@ -44,8 +45,11 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
         if args.task_weights and len(args.task_weights) != len(args.tasks):
             raise DataError(f"task_weights: {len(args.task_weights)} weights for {len(args.tasks)} tasks")
         weights = dict(zip(args.tasks, args.task_weights or [1.0] * len(args.tasks), strict=True))
+        honest = []  # the second pass of `make honest`: what the probe found the model knows, and does not
+        if args.probe_dir:
+            honest = honest_examples(read_probe(args.probe_dir), args.num_probe_examples, seed=training_args.seed)
         train_dataset = build_mixture(
-            weights, args.num_train_examples, "train", seed=training_args.seed, tool_share=args.tool_share
+            weights, args.num_train_examples, "train", training_args.seed, args.tool_share, extra=honest
         )
     validate_conversations(train_dataset, "train dataset")
     train_dataset = train_dataset.select_columns([c for c in ("messages", "tools") if c in train_dataset.column_names])
@@ -81,6 +85,15 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
                     max_new_tokens=args.eval_max_new_tokens,
                     batch_size=training_args.per_device_eval_batch_size,
                     tools=tools,
+                )
+            )
+        if "shakespeare" in args.tasks:
+            metrics.update(
+                evaluate_knowledge(
+                    trainer.model,
+                    tokenizer,
+                    args.num_test_examples,
+                    batch_size=training_args.per_device_eval_batch_size,
                 )
             )
         metrics["eval_seconds"] = time.time() - eval_started

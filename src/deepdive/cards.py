@@ -183,6 +183,11 @@ def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCar
         lines.append(f"- Data: {', '.join(f'[{d}](https://huggingface.co/datasets/{d})' for d in hub_datasets)}.")
     elif recipe.get("data_files"):
         lines.append(f"- Data: local files {', '.join(shown_path(str(path)) for path in recipe['data_files'])}.")
+    if recipe.get("probe_dir"):
+        lines.append(
+            f"- Second pass after a knowledge probe (`{shown_path(recipe['probe_dir'])}`, with its data card): the "
+            'characters the model knew answered with their play, the others with an honest "I don\'t know".'
+        )
     facts = [
         ("training time", f"{results['train_seconds'] / 60:.1f} min" if "train_seconds" in results else None),
         ("tokens seen", f"{results['train_tokens']:,}" if "train_tokens" in results else None),

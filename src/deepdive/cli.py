@@ -4,6 +4,7 @@
     deepdive chat --model runs/tiny/sft                      # multi-turn; --prompt "..." for one reply
     deepdive merge --adapter runs/tiny/sft-lora --output_dir runs/tiny/sft-merged
     deepdive eval --model runs/tiny/sft                      # writes runs/tiny/sft/eval.json
+    deepdive probe --model runs/tiny/sft --output runs/tiny/probe   # what it knows: probe.jsonl + data card
     deepdive report --run runs/tiny                          # writes runs/tiny/report.md + plots
     deepdive seeds --runs runs/tiny/seed-1 runs/tiny/seed-2 --output results/tiny-seeds   # spread over seeds
     deepdive card --model runs/tiny/sft                      # rewrites the model card (README.md)
@@ -15,7 +16,8 @@
 "token simulator"), streaming each token as it is drawn. The model folder is any Hugging Face causal LM, so
 the same command samples a Hub model too. `chat` talks to an SFT/GRPO model through its chat template;
 `merge` folds a LoRA adapter into its base model. `eval` scores a finished folder by kind (bits per byte for a
-base model; held-out task accuracy, stop rate and pass@k for a chat model), `report` gathers a whole run into
+base model; held-out task accuracy, stop rate and pass@k for a chat model), `probe` asks a chat model about
+characters it was never trained on and marks which it knows (the data for teaching it "I don't know"), `report` gathers a whole run into
 one report card, `seeds` puts one recipe's runs with several seeds in one table of per-seed figures, mean and
 range (JSON + Markdown, and `seeds.md` beside the runs: the multi-seed run's report card), `card` rebuilds a
 folder's model card and `push` uploads a folder to the Hugging Face Hub. `serve` runs a chat model behind an
@@ -70,6 +72,18 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--k", type=int, nargs="+", default=[1, 8], help="the k of pass@k, each <= num_samples")
     evaluate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for pass@k")
     evaluate.add_argument("--batch_size", type=int, default=64)
+
+    probe = commands.add_parser("probe", help="find which characters a chat model knows; writes probe.jsonl + card")
+    probe.add_argument("--model", required=True, help="chat model folder, e.g. runs/tiny/sft")
+    probe.add_argument(
+        "--output", required=True, help="folder for probe.jsonl and its data card, e.g. runs/tiny/probe"
+    )
+    probe.add_argument("--phrasings", type=int, default=3, help="questions per character, in different words")
+    probe.add_argument("--num_samples", type=int, default=4, help="sampled answers per question, besides the greedy")
+    probe.add_argument("--temperature", type=float, default=1.0, help="temperature of the sampled answers")
+    probe.add_argument("--threshold", type=float, default=0.5, help="share of right answers that makes it known")
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--batch_size", type=int, default=64)
 
     report = commands.add_parser("report", help="write the report card of a run: report.md with plots")
     report.add_argument("--run", default="runs/tiny", help="the run folder holding base/, sft/, grpo/")
@@ -155,6 +169,17 @@ def _run(args: argparse.Namespace) -> None:
         write_model_card(args.model)
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
         print(f"{args.model}/eval.json: {shown}")
+    elif args.command == "probe":
+        from deepdive.probe import probe_folder
+
+        summary = probe_folder(
+            args.model, args.output, args.phrasings, args.num_samples, args.temperature, args.threshold, args.seed,
+            args.batch_size,
+        )  # fmt: skip
+        print(
+            f"{args.output}: {summary['known']} of {summary['characters']} characters known, "
+            f"{summary['correct']}/{summary['answers']} answers right ({summary['seconds']:.0f} s)"
+        )
     elif args.command == "report":
         from deepdive.report import write_report
 

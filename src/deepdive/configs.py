@@ -388,12 +388,26 @@ class SFTArguments(RecipeArguments):
             "one and answers from its result. 0 trains without tools."
         },
     )
+    probe_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "A `deepdive probe` folder: its characters join the mixture, the ones the probed model knows with "
+            "their play, the others with an honest refusal (the second SFT pass of `make honest`)."
+        },
+    )
+    num_probe_examples: int = field(
+        default=2000, metadata={"help": "Conversations about the probed characters, with probe_dir."}
+    )
     data_files: list[str] | None = field(
         default=None, metadata={"help": "Local JSONL files of conversations (a `messages` list per line)."}
     )
     # Evaluation
     num_test_examples: int = field(
-        default=200, metadata={"help": "Held-out prompts per task scored after training (greedy decoding)."}
+        default=200,
+        metadata={
+            "help": "Held-out prompts per task scored after training (greedy decoding), and per group of the "
+            "knowledge evaluation when shakespeare is a task."
+        },
     )
     eval_max_new_tokens: int = field(default=160, metadata={"help": "Reply budget of the held-out evaluation."})
 

@@ -13,11 +13,13 @@ and every later window scores only its last `stride` predictions, so each token 
 exactly once, with at least `seq_len - stride` tokens of context (except near the start). `stride = seq_len - 1`
 gives non-overlapping windows (cheapest); a smaller stride gives more context at more compute. During
 pretraining the Trainer's own eval loop reports the same figure on packed blocks (`sum_token_nll` and
-`bits_per_byte_metric`). A chat model is scored instead by task accuracy, stop rate and pass@k.
+`bits_per_byte_metric`). A chat model is scored instead by task accuracy, stop rate and pass@k, and, where it
+learnt the Shakespeare questions, by where its knowledge ends (`evaluate_knowledge`).
 """
 
 import functools
 import math
+import random
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from deepdive.generation import Completion, Decoding, Exchange, generate, genera
 from deepdive.modeling import check_model_folder, load_model_and_tokenizer
 from deepdive.records import cpu_has_bf16, read_record, trained_with_tools, write_metrics
 from deepdive.tasks import TASKS, check_task_names, get_task
+from deepdive.tasks.shakespeare import OUTCOMES
 from deepdive.tokenizer import token_byte_lengths
 
 
@@ -175,6 +178,41 @@ def evaluate_tasks(
     return {f"{key}_with_tools" if not key.startswith("tool_") else key: value for key, value in metrics.items()}
 
 
+KNOWLEDGE_GROUPS = ("real", "seen", "unseen", "made_up")
+
+
+def evaluate_knowledge(
+    model, tokenizer, n_per_group: int = 200, max_new_tokens: int = 40, batch_size: int = 64
+) -> dict[str, float]:
+    """Where the model's knowledge ends, on held-out "which play?" questions: the share of replies that name the
+    right play, that hallucinate (a wrong play, or a play for someone in none) and that decline, per group.
+
+    `seen`: real characters of the train plays (in pretraining, never asked in SFT); `unseen`: real characters of
+    the validation plays, which pretraining never showed, so declining is the one honest answer; `real`: both;
+    `made_up`: famous characters of other books and invented names. Each group asks up to `n_per_group` of its
+    held-out questions, the same ones for every model (greedy). Keys: `knowledge_<group>_<outcome>` and
+    `knowledge_<group>_questions`.
+    """
+    task = get_task("shakespeare")
+    pools = task.questions("test")
+    pools = {"seen": pools["known"], "unseen": pools["unseen"], "made_up": pools["famous"] + pools["invented"]}
+    outcomes = {}
+    for group, pool in pools.items():
+        questions = random.Random(f"knowledge:{group}").sample(pool, min(n_per_group, len(pool)))
+        prompts = [[{"role": "user", "content": phrasing.format(name=name)}] for name, phrasing in questions]
+        replies = answer_in_shares(model, tokenizer, prompts, Decoding(max_new_tokens), batch_size)
+        answers = [task.play_of(name) for name, _ in questions]
+        outcomes[group] = [task.outcome(reply.text, answer) for reply, answer in zip(replies, answers, strict=True)]
+    outcomes["real"] = outcomes["seen"] + outcomes["unseen"]
+    metrics = {}
+    for group in KNOWLEDGE_GROUPS:
+        found = outcomes[group]
+        metrics[f"knowledge_{group}_questions"] = len(found)
+        for outcome in OUTCOMES:
+            metrics[f"knowledge_{group}_{outcome}"] = found.count(outcome) / len(found) if found else 0.0
+    return metrics
+
+
 def evaluate_pass_at_k(
     model,
     tokenizer,
@@ -258,6 +296,8 @@ def evaluate_folder(
         metrics.update(kind="chat", **evaluate_tasks(model, tokenizer, tasks, n_per_task, max_new_tokens, batch_size))
         if trained_with_tools(folder):  # scored with the tools too
             metrics.update(evaluate_tasks(model, tokenizer, tasks, n_per_task, max_new_tokens, batch_size, tools=True))
+        if "shakespeare" in tasks:
+            metrics.update(evaluate_knowledge(model, tokenizer, n_per_task, batch_size=batch_size))
         if pass_task in tasks:
             metrics[f"{pass_task}_pass@1"] = metrics[f"{pass_task}_accuracy"]  # greedy
         if num_samples:

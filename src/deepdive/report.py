@@ -1,11 +1,12 @@
 """The report card of a run: one Markdown page with a stage-by-metric table, plots and the stages side by side.
 
-`deepdive report --run runs/tiny` reads what each stage folder (`base`, `sft`, `grpo`, `sft-tools`, `grpo-tools`)
-recorded, its `metrics.json`, `eval.json` and the Trainer's `trainer_state.json` log, and writes
+`deepdive report --run runs/tiny` reads what each stage folder (`base`, `sft`, `sft-honest`, `grpo`, `sft-tools`,
+`grpo-tools`) recorded, its `metrics.json`, `eval.json` and the Trainer's `trainer_state.json` log, and writes
 `runs/tiny/report.md` with PNG plots in `runs/tiny/report/`: pretraining loss and validation bits per byte, SFT
-loss, GRPO reward per function and completion length, and, for GRPO with tools, the tool calls per reply and the
-share that failed. The same held-out prompts are answered by every stage (greedy), so the
-page shows what each stage of the lecture adds. Stages that have not run are left out.
+loss, GRPO reward per function and completion length, for GRPO with tools the tool calls per reply and the share
+that failed, and the knowledge evaluation's outcomes (right play, hallucinated, declined) per stage. The same
+held-out prompts are answered by every stage (greedy), so the page shows what each stage of the lecture adds.
+Stages that have not run are left out.
 """
 
 import json
@@ -24,6 +25,7 @@ from deepdive.tasks import LESSONS, get_task
 STAGE_FOLDERS = {
     "pretrain": "base",
     "sft": "sft",
+    "honest sft": "sft-honest",
     "grpo": "grpo",
     "sft + tools": "sft-tools",
     "grpo + tools": "grpo-tools",
@@ -55,6 +57,10 @@ ROWS = [
     ("long arithmetic accuracy (RL's problems)", "long_arithmetic_accuracy", _share),
     ("spelling accuracy", "spelling_accuracy", _share),
     ("shakespeare accuracy", "shakespeare_accuracy", _share),
+    ("real characters: right play", "knowledge_real_correct", _share),
+    ("real characters: hallucinated", "knowledge_real_hallucinated", _share),
+    ("real characters: declined", "knowledge_real_declined", _share),
+    ("made-up names: declined", "knowledge_made_up_declined", _share),
     ("replies that stop", "stop_rate", _share),
     ("tool calls per question", "tool_calls_per_question", lambda value: f"{value:.2f}"),
     ("tool calls that failed", "tool_failure_rate", _share),
@@ -112,6 +118,7 @@ def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
     panels = {
         "pretrain": [("train loss (nats/token)", ["loss"]), ("val bits per byte", ["eval_bits_per_byte"])],
         "sft": [("train loss on assistant tokens", ["loss"])],
+        "honest sft": [("train loss on assistant tokens", ["loss"])],
         "grpo": [
             ("mean reward per function", None),  # every rewards/<name>/mean the run logged
             ("completion length (tokens)", ["completions/mean_length"]),
@@ -154,6 +161,47 @@ def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
         figure.savefig(paths[stage], dpi=110)
         plt.close(figure)
     return paths
+
+
+KNOWLEDGE_PANELS = {
+    "seen": "real characters, seen in pretraining",
+    "unseen": "real characters, never seen",
+    "made_up": "made-up names",
+}
+OUTCOME_COLOURS = {"correct": "tab:green", "hallucinated": "tab:red", "declined": "tab:gray"}
+
+
+def plot_knowledge(records: dict[str, dict], assets: Path) -> Path | None:
+    """Stacked bars of the three outcomes of the knowledge evaluation (right play, hallucinated, declined) per
+    stage, one panel per group of held-out names; None when no stage has the figures."""
+    stages = [stage for stage, record in records.items() if "knowledge_real_correct" in record]
+    if not stages:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assets.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(1, len(KNOWLEDGE_PANELS), figsize=(4.2 * len(KNOWLEDGE_PANELS), 3.8), sharey=True)
+    for axis, (group, title) in zip(axes, KNOWLEDGE_PANELS.items(), strict=True):
+        bottom = [0.0] * len(stages)
+        for outcome, colour in OUTCOME_COLOURS.items():
+            shares = [100 * records[stage].get(f"knowledge_{group}_{outcome}", 0.0) for stage in stages]
+            axis.bar(stages, shares, bottom=bottom, color=colour, label=outcome)
+            bottom = [low + share for low, share in zip(bottom, shares, strict=True)]
+        asked = records[stages[0]].get(f"knowledge_{group}_questions")
+        axis.set_title(f"{title} ({asked} questions)" if asked else title, fontsize=10)
+        axis.set_ylim(0, 100)
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("% of held-out questions")
+    axes[-1].legend(loc="lower right")
+    figure.suptitle('"Which play is X in?": right play, hallucinated or declined')
+    figure.tight_layout()
+    path = assets / "knowledge.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def answer_side_by_side(folders: dict[str, Path], max_new_tokens: int = 100) -> list[dict]:
@@ -247,6 +295,19 @@ def write_report(run_dir: str | Path, side_by_side: bool = True) -> Path:
         lines += [
             f"RL on {task}, greedy accuracy on {grpo.get('before_test_prompts', '?')} held-out problems: "
             f"{grpo[key]:.1%} before, {grpo[f'after_{task}_accuracy']:.1%} after.",
+            "",
+        ]
+    knowledge = plot_knowledge(records, run_dir / "report")
+    if knowledge:
+        lines += [
+            "## Hallucination: where each stage's knowledge ends",
+            "",
+            'Held-out "which play?" questions: real characters of the train plays (seen in pretraining), real '
+            "characters of the validation plays (never seen) and made-up names, each reply marked as the right play, "
+            "a hallucination (a wrong play, or a play for a name in none) or declined. `make honest` probes what the "
+            "SFT model knows and trains it to decline the rest.",
+            "",
+            f"![knowledge]({knowledge.relative_to(run_dir).as_posix()})",
             "",
         ]
     lines += ["## Training curves", ""]

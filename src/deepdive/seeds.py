@@ -19,9 +19,25 @@ from deepdive.tasks import LESSONS as TASK_ORDER  # rows in the lecture's order;
 
 
 PIPELINE = ("base", "sft", "grpo")  # the stage folders of `make all`, in pipeline order
-STAGES = (*PIPELINE, "sft-tools")  # and `make tools`' SFT with tools, from the same base
-STAGE_NAMES = {"base": "pretraining", "sft": "SFT", "grpo": "GRPO", "sft-tools": "SFT with tools"}
+STAGES = (*PIPELINE, "sft-honest", "sft-tools")  # and `make honest`'s second SFT pass, `make tools`' SFT with tools
+CHAT_STAGES = ("sft", "sft-honest", "sft-tools")
+STAGE_NAMES = {
+    "base": "pretraining",
+    "sft": "SFT",
+    "grpo": "GRPO",
+    "sft-honest": "SFT after the probe",
+    "sft-tools": "SFT with tools",
+    "probe": "probe",
+}
 TOOL_FIGURES = ("tool_calls_per_question", "tool_failure_rate")
+KNOWLEDGE_FIGURES = {  # of the knowledge evaluation, the figures the table shows
+    "knowledge_real_correct": "real characters answered right",
+    "knowledge_real_hallucinated": "real characters hallucinated",
+    "knowledge_real_declined": "real characters declined",
+    "knowledge_seen_hallucinated": "seen characters hallucinated",
+    "knowledge_unseen_hallucinated": "never-seen characters hallucinated",
+    "knowledge_made_up_declined": "made-up names declined",
+}
 MISSING = "—"
 
 
@@ -50,11 +66,17 @@ def run_figures(run_dir: Path) -> dict[str, float]:
     figures = {}
     if _number(records["base"].get("val_bits_per_byte")):
         figures["base.val_bits_per_byte"] = records["base"]["val_bits_per_byte"]
-    for stage in ("sft", "sft-tools"):  # each family without tools, and with them where the model has them
+    for stage in CHAT_STAGES:  # each family without tools, and with them where the model has them
         for key, value in records[stage].items():
-            if re.fullmatch(r".+_accuracy(_with_tools)?|stop_rate(_with_tools)?", key) or key in TOOL_FIGURES:
+            chosen = key in TOOL_FIGURES or key in KNOWLEDGE_FIGURES
+            if re.fullmatch(r".+_accuracy(_with_tools)?|stop_rate(_with_tools)?", key) or chosen:
                 if _number(value):
                     figures[f"{stage}.{key}"] = value
+    probe = read_record(run_dir / "probe", "summary.json")
+    if _number(probe.get("known")) and probe.get("characters"):
+        figures["probe.known_share"] = probe["known"] / probe["characters"]
+    if _number(probe.get("seconds")):
+        figures["probe.wall_seconds"] = probe["seconds"]
     grpo = records["grpo"]
     practised = {key[len("before_") : -len("_accuracy")] for key in grpo if re.fullmatch(r"before_.+_accuracy", key)}
     practised |= {key[len("after_") : -len("_accuracy")] for key in grpo if re.fullmatch(r"after_.+_accuracy", key)}
@@ -69,6 +91,8 @@ def run_figures(run_dir: Path) -> dict[str, float]:
     for stage in STAGES:
         if _number(records[stage].get("wall_seconds")):
             figures[f"{stage}.wall_seconds"] = records[stage]["wall_seconds"]
+    if "probe.wall_seconds" in figures:  # the probe's time among the stages' times
+        figures["probe.wall_seconds"] = figures.pop("probe.wall_seconds")
     for stage in STAGES:
         eval_seconds = read_record(run_dir / stage, "eval.json").get("eval_seconds")
         if _number(eval_seconds):
@@ -83,21 +107,25 @@ def _task_rank(task: str) -> tuple:
 
 
 def _row_rank(key: str) -> tuple:
-    """Where a figure's row goes: bits per byte, SFT tasks, stop rate, GRPO per task, SFT with tools (each task
-    without, then with tools; stop rates; tool calls), then times."""
+    """Where a figure's row goes: bits per byte, SFT tasks, knowledge, stop rate, the probe and SFT after it, GRPO
+    per task, SFT with tools (each task without, then with tools; stop rates; tool calls), then times."""
     stage, figure = key.split(".", 1)
     if figure.endswith("_seconds"):
-        return (5, ("wall_seconds", "eval_seconds").index(figure), (*STAGES, "all").index(stage))
+        return (5, ("wall_seconds", "eval_seconds").index(figure), (*STAGES, "probe", "all").index(stage))
     if stage == "base":
         return (0,)
-    if stage in ("sft", "sft-tools"):
-        block = 1 if stage == "sft" else 4  # SFT's rows before GRPO's (3), SFT with tools' after them
+    if stage == "probe":
+        return (2, -1)
+    if stage in CHAT_STAGES:
+        block = {"sft": 1, "sft-honest": 2, "sft-tools": 4}[stage]  # GRPO's rows are block 3
         if figure in TOOL_FIGURES:
-            return (block, 2, TOOL_FIGURES.index(figure))
+            return (block, 3, TOOL_FIGURES.index(figure))
+        if figure in KNOWLEDGE_FIGURES:
+            return (block, 1, list(KNOWLEDGE_FIGURES).index(figure))
         with_tools = figure.endswith("_with_tools")
         figure = figure.removesuffix("_with_tools")
         if figure == "stop_rate":
-            return (block, 1, with_tools)
+            return (block, 2, with_tools)
         return (block, 0, _task_rank(figure.removesuffix("_accuracy")), with_tools)
     if figure.endswith("_gain_points"):
         return (3, _task_rank(figure.removesuffix("_gain_points")), 2)
@@ -118,7 +146,11 @@ def label(key: str) -> str:
         return f"{STAGE_NAMES[stage]}: tool calls per question"
     if figure == "tool_failure_rate":
         return f"{STAGE_NAMES[stage]}: tool calls that failed"
-    if stage in ("sft", "sft-tools"):
+    if figure in KNOWLEDGE_FIGURES:
+        return f"{STAGE_NAMES[stage]}: {KNOWLEDGE_FIGURES[figure]}"
+    if figure == "known_share":
+        return "probe: characters the SFT model knows"
+    if stage in CHAT_STAGES:
         with_tools = ", with tools" if figure.endswith("_with_tools") else ""
         figure = figure.removesuffix("_with_tools")
         what = "replies that stop" if figure == "stop_rate" else f"{figure.removesuffix('_accuracy')} accuracy"
@@ -145,7 +177,7 @@ def show(key: str, value: float | None) -> str:
         return f"{value:+.1f} pts"
     if key.endswith("tool_calls_per_question"):
         return f"{value:.2f}"
-    if re.search(r"(_accuracy|stop_rate|_failure_rate)(_with_tools)?$", key):
+    if re.search(r"(_accuracy|stop_rate|_failure_rate|_correct|_hallucinated|_declined|_share)(_with_tools)?$", key):
         return f"{value:.1%}"
     return f"{value:.3f}"
 
@@ -210,6 +242,8 @@ def markdown(table: dict) -> str:
         "SFT figures are the SFT recipe's held-out evaluation (`sft/metrics.json`), GRPO figures its recipe's check "
         "before and after RL (`grpo/metrics.json`), gains in percentage points; SFT with tools (`make tools`, "
         "`sft-tools/metrics.json`) is scored on the same questions without and with the tools offered; "
+        "SFT after the probe (`make honest`, `sft-honest/metrics.json`) on the same questions as SFT, the knowledge "
+        'rows on held-out "which play?" questions (right play, hallucinated or declined); '
         "wall-clock is inside each recipe, "
         f"`deepdive eval` timed on its own. Mean and min–max are over the seeds that have the figure ({MISSING}: "
         "not recorded).",

@@ -99,14 +99,17 @@ def with_tools(example: dict) -> dict:
     return example
 
 
-def build_mixture(weights: dict[str, float], n: int, split: str, seed: int = 0, tool_share: float = 0.0) -> Dataset:
-    """`n` conversations of the weighted families, shuffled with `seed`: columns messages, prompt, answer, task,
-    and tools (the JSON of the tools offered, or None). A `tool_share` of the conversations is asked with the
-    tools offered (`with_tools`), so one model learns to answer both ways."""
+def build_mixture(
+    weights: dict[str, float], n: int, split: str, seed: int = 0, tool_share: float = 0.0, extra: list[dict] = ()
+) -> Dataset:
+    """`n` conversations of the weighted families and the `extra` examples (built with `conversation`), shuffled
+    with `seed`: columns messages, prompt, answer, task, and tools (the JSON of the tools offered, or None). A
+    `tool_share` of the conversations is asked with the tools offered (`with_tools`), so one model learns to
+    answer both ways."""
     check_split("build_mixture", split)
     if not 0 <= tool_share <= 1:
         raise DataError(f"tool_share: {tool_share!r} is not a share between 0 and 1")
-    examples = []
+    examples = list(extra)
     for name, count in sorted(shares_of(weights, n).items()):
         examples += TASKS[name].examples(split, count, seed=seed)
     random.Random(f"mixture:{split}:{seed}").shuffle(examples)

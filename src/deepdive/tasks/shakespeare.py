@@ -6,6 +6,11 @@ come from the train plays only (the validation plays stay unseen); unknown ones 
 other books and invented names. The rules for choosing names, and the names themselves, live in
 `data_cards/shakespeare_qa.md`. The key is the character's name, hashed into train or test; some of the
 many phrasings are held out of training too, so test questions are also worded in unseen ways.
+
+Two more groups of real names serve the lesson on hallucination (`deepdive.probe`): the validation plays'
+characters ("unseen": real, but never in pretraining), asked only by the knowledge evaluation, and the train
+plays' minor characters ("minor": in pretraining a few times), asked only by `deepdive probe`. Every reply falls
+in one of three `OUTCOMES`: the right play, a hallucination, or declined.
 """
 
 import collections
@@ -78,12 +83,17 @@ SPEAKER = re.compile(r"^([A-Z][A-Z '.&-]*):$", re.MULTILINE)
 SAYS_DONT_KNOW = re.compile(r"\b(don't|dont|do not) know\b")
 
 
+OUTCOMES = ("correct", "hallucinated", "declined")
+
+
 @dataclass(frozen=True)
 class Characters:
     known: dict[str, str]  # display name -> title of the one train play it speaks in
     famous: list[str]
     invented: list[str]
     titles: list[str]  # every play's title, validation plays included
+    unseen: dict[str, str]  # the same for the validation plays: real characters pretraining never showed
+    minor: dict[str, str]  # the train plays' characters with fewer than `min_speeches` speeches: `deepdive probe`'s
 
 
 def display_name(label: str, small_words: set[str]) -> str:
@@ -133,21 +143,35 @@ def corpus_characters() -> Characters:
     for row in plays:
         for label in SPEAKER.findall(row["text"]):
             speeches[label][row["play"]] += 1
-    known = known_characters(card, speeches, titles)
+    characters = play_characters(card, speeches, titles)  # name -> (title, speeches)
+    validation = {titles[play] for play in read_data_card("shakespeare")["validation_plays"]}
+    major = {name: title for name, (title, count) in characters.items() if count >= card["min_speeches"]}
+    known = {name: title for name, title in major.items() if title not in validation}
+    unseen = {name: title for name, title in major.items() if title in validation}
+    major_words = {word for name in major for word in name.split()}
+    minor = {  # not another label of a major character ("Armado" for "Don Adriano de Armado"), not a group
+        name: title
+        for name, (title, _) in characters.items()
+        if name not in major
+        and title not in validation
+        and not set(name.split()) & major_words
+        and name.split()[0].upper() not in card["generic_name_words"]
+    }
     corpus_text = " ".join(row["text"] for row in plays)
     famous = famous_characters(card, corpus_text, speeches, known)
-    return Characters(known, famous, invented_names(card, corpus_text, famous), sorted(titles.values()))
+    invented = invented_names(card, corpus_text, famous)
+    return Characters(known, famous, invented, sorted(titles.values()), unseen, minor)
 
 
-def known_characters(card: dict, speeches: dict, titles: dict[str, str]) -> dict[str, str]:
-    """Display name -> play title of each speaker label that names one character of one train play."""
-    validation = set(read_data_card("shakespeare")["validation_plays"])
+def play_characters(card: dict, speeches: dict, titles: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """Display name -> (play title, number of speeches) of each speaker label that names one character of one
+    play."""
     ordinals, generic, small = (set(card[key]) for key in ("ordinal_words", "generic_name_words", "small_name_words"))
     plays_of_word = collections.defaultdict(set)
     for label, per_play in speeches.items():
         for word in label.split():
             plays_of_word[word].update(per_play)
-    known = {}
+    found = {}
     for label, per_play in sorted(speeches.items()):
         words = label.split()
         before_of = words[: words.index("OF")] if "OF" in words else words  # "Duke of Venice" names a place
@@ -155,14 +179,12 @@ def known_characters(card: dict, speeches: dict, titles: dict[str, str]) -> dict
         if len(per_play) != 1 or "&" in label or words[0] in small or ordinals & set(words) or not name_words:
             continue
         ((play, count),) = per_play.items()
-        if play in validation or count < card["min_speeches"]:
-            continue
         if not all(plays_of_word[word] == {play} for word in name_words):
             continue  # the name is shared with a character of another play
         name = display_name(label, small)
         if not plays_named(name, [title for other, title in titles.items() if other != play]):
-            known[name] = titles[play]  # (a name containing another play's title would fool the checker)
-    return known
+            found[name] = (titles[play], count)  # (a name holding another play's title would fool the checker)
+    return found
 
 
 def famous_characters(card: dict, corpus_text: str, speeches: dict, known: dict[str, str]) -> list[str]:
@@ -197,15 +219,26 @@ class ShakespeareQA:
     card = "shakespeare_qa"  # data_cards/shakespeare_qa.md
 
     def questions(self, split: str) -> dict[str, list[tuple[str, str]]]:
-        """(character, phrasing) pairs of the split, by kind: 'known', 'famous' and 'invented'; both the
+        """(character, phrasing) pairs of the split, by kind: 'known', 'famous' and 'invented', and in the test split
+        'unseen' too (all the validation plays' characters, asked by the knowledge evaluation only); both the
         character and the phrasing belong to the split."""
         characters = corpus_characters()
         names = {"known": sorted(characters.known), "famous": characters.famous, "invented": characters.invented}
+        names = {kind: [name for name in group if split_of(self.name, name) == split] for kind, group in names.items()}
+        names["unseen"] = sorted(characters.unseen) if split == "test" else []
         phrasings = phrasings_of(self.name, PHRASINGS, split)
-        return {
-            kind: [(name, phrasing) for name in group if split_of(self.name, name) == split for phrasing in phrasings]
-            for kind, group in names.items()
-        }
+        return {kind: [(name, phrasing) for name in group for phrasing in phrasings] for kind, group in names.items()}
+
+    def probe_questions(self) -> list[tuple[str, str]]:
+        """(character, phrasing) pairs about the minor characters of the train plays, in the training phrasings:
+        what `deepdive probe` asks. No split of `questions` names a minor character."""
+        phrasings = phrasings_of(self.name, PHRASINGS, "train")
+        return [(name, phrasing) for name in sorted(corpus_characters().minor) for phrasing in phrasings]
+
+    def play_of(self, name: str) -> str:
+        """The play a real character speaks in, or "I don't know" (the expected answer) for any other name."""
+        characters = corpus_characters()
+        return characters.known.get(name) or characters.unseen.get(name) or characters.minor.get(name) or DONT_KNOW
 
     def split_key(self, example: dict) -> str:
         question = example["prompt"][0]["content"]
@@ -234,6 +267,14 @@ class ShakespeareQA:
                 examples.append(conversation(self.name, phrasing.format(name=name), reply, answer, call, reply))
         rng.shuffle(examples)
         return examples
+
+    def outcome(self, completion: str, answer: str) -> str:
+        """'declined' (says it doesn't know and names no play), 'correct' (names the answer's play and only it) or
+        'hallucinated' (anything else: a wrong play, a play for a name that is in none, or no answer at all)."""
+        named = plays_named(completion, corpus_characters().titles) if isinstance(completion, str) else set()
+        if isinstance(completion, str) and says_dont_know(completion) and not named:
+            return "declined"
+        return "correct" if answer != DONT_KNOW and self.check(completion, answer) else "hallucinated"
 
     def check(self, completion: str, answer: str) -> bool:
         if not isinstance(completion, str) or not isinstance(answer, str):
