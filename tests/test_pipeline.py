@@ -150,7 +150,7 @@ def test_push_sends_the_model_card_data_cards_and_report(micro_run, tmp_path, fa
     assert files == sorted(
         ["README.md", "chat_template.jinja", "config.json", "eval.json", "generation_config.json", "metrics.json",
          "model.safetensors", "recipe.yaml", "tokenizer.json", "tokenizer_config.json", "report.md",
-         "report/pretrain.png", "report/sft.png", "report/grpo.png"]
+         "report/pretrain.png", "report/sft.png", "report/grpo.png", "report/knowledge.png"]
         + [f"data_cards/{card}.md" for card in ("identity", "arithmetic", "spelling", "shakespeare_qa")]
     )  # fmt: skip
     metadata, _ = read_card(run / "sft")
