@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from deepdive.records import cpu_has_bf16
+
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("DEEPDIVE_BENCH_RESULTS", REPO / "bench" / "results"))
@@ -80,6 +82,7 @@ def machine() -> dict:
     return {
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "bf16_instructions": cpu_has_bf16(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
     }

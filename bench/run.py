@@ -10,7 +10,7 @@ import importlib
 import time
 
 
-BENCHMARKS = ("trainer_overhead", "settings", "data_prep", "grpo_rollouts", "scaling", "serving")
+BENCHMARKS = ("trainer_overhead", "settings", "optimizer", "data_prep", "grpo_rollouts", "scaling", "serving")
 
 # Smallest settings that still exercise every part of each benchmark (`--quick`, used by the test suite): a step
 # or two, on small batches, without compiling; what they time means nothing, that they run and record is checked.
@@ -23,6 +23,7 @@ QUICK = {
     "grpo_rollouts": {"rounds": 1, "steps": 2, "variants": TWO_ATTENTIONS, "overrides": SMALL_GRPO},
     "scaling": {"rounds": 1, "steps": 1, "warmup": 1},
     "serving": {"rounds": 1, "clients": 3, "max_tokens": 4},
+    "optimizer": {"rounds": 1, "steps": 1, "warmup": 1},
 }
 
 

@@ -36,7 +36,17 @@ def test_flops_per_token_counts_weights_and_attention():
 @pytest.mark.slow
 def test_quick_benchmarks_write_their_results(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "trainer_overhead", "data_prep", "grpo_rollouts", "serving"],
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "trainer_overhead",
+            "data_prep",
+            "grpo_rollouts",
+            "serving",
+            "optimizer",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -56,6 +66,10 @@ def test_quick_benchmarks_write_their_results(tmp_path):
     serving = json.loads((tmp_path / "serving.json").read_text())["concurrent"]
     assert serving["complete_replies"] == serving["clients"] == 3 and serving["streamed_pieces"] >= 3
     assert "| deepdive (recipe -> Trainer -> accelerate) |" in result.stdout
+    optimizer = json.loads((tmp_path / "optimizer.json").read_text())
+    assert optimizer["recipes_use"] == ("Muon" if optimizer["cpu_has_bf16"] else "Float32Muon")
+    assert set(optimizer["step_seconds"]) == {"torch.optim.Muon (bfloat16 orthogonalisation)",
+                                              "Float32Muon (float32 orthogonalisation)", "AdamW"}  # fmt: skip
 
 
 @pytest.mark.slow

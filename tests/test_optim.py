@@ -3,9 +3,18 @@ import copy
 import pytest
 import torch
 
+from deepdive import optim
 from deepdive.errors import RecipeError
 from deepdive.modeling import build_llama_config, build_model
-from deepdive.optim import MuonAdamW, MuonAdamWTrainerMixin, build_optimizer, split_muon_parameters
+from deepdive.optim import (
+    Float32Muon,
+    MuonAdamW,
+    MuonAdamWTrainerMixin,
+    build_optimizer,
+    muon_class,
+    orthogonalize,
+    split_muon_parameters,
+)
 
 
 class Vocabulary:
@@ -120,3 +129,50 @@ def test_muon_under_deepspeed_stops_before_the_first_step(tmp_path):
     with pytest.raises(RecipeError, match=r"^muon_lr: Muon orthogonalises whole weight matrices, and DeepSpeed ZeRO"):
         trainer.create_optimizer()
     assert trainer.optimizer is None
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24), (16, 16)])
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_float32_muon_steps_where_torchs_muon_does(shape, nesterov):
+    """Same update as torch's Muon, up to torch's bfloat16 rounding: three steps with momentum and weight decay."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(shape, generator=generator)
+    grads = [torch.randn(shape, generator=generator) for _ in range(3)]
+    moved = {}
+    for optimizer_class in (torch.optim.Muon, Float32Muon):
+        param = torch.nn.Parameter(start.clone())
+        optimizer = optimizer_class(
+            [param], lr=1e-2, weight_decay=0.1, nesterov=nesterov, adjust_lr_fn="match_rms_adamw"
+        )
+        for grad in grads:
+            param.grad = grad.clone()
+            optimizer.step()
+        moved[optimizer_class] = (param.detach() - start).flatten()
+    torch_step, float32_step = moved[torch.optim.Muon], moved[Float32Muon]
+    assert torch.nn.functional.cosine_similarity(torch_step, float32_step, dim=0) > 0.999
+    assert float32_step.norm() == pytest.approx(torch_step.norm().item(), rel=0.01)
+
+
+def test_orthogonalize_leaves_singular_values_near_one():
+    update = torch.randn(32, 80, generator=torch.Generator().manual_seed(0)) * 1e3
+    coefficients = torch.optim.Muon([torch.nn.Parameter(torch.zeros(2, 2))]).defaults["ns_coefficients"]
+    singular_values = torch.linalg.svdvals(orthogonalize(update, coefficients, steps=5, eps=1e-7))
+    assert 0.5 < singular_values.min() and singular_values.max() < 1.5
+
+
+def test_float32_muon_refuses_another_step_size_rule():
+    with pytest.raises(ValueError, match="match_rms_adamw"):
+        Float32Muon([torch.nn.Parameter(torch.zeros(2, 2))], adjust_lr_fn="original")
+
+
+@pytest.mark.parametrize(
+    "device, has_bf16, expected",
+    [("cpu", False, Float32Muon), ("cpu", True, torch.optim.Muon), ("meta", False, torch.optim.Muon)],
+)
+def test_muon_orthogonalises_in_bfloat16_only_where_it_is_native(monkeypatch, device, has_bf16, expected):
+    monkeypatch.setattr(optim, "cpu_has_bf16", lambda: has_bf16)
+    params = [torch.nn.Parameter(torch.zeros(4, 4, device=device))]
+    assert muon_class(params) is expected
+    if device == "cpu":
+        optimizer = MuonAdamW(params, [torch.nn.Parameter(torch.zeros(4))], lr=1e-3, muon_lr=1e-2)
+        assert type(optimizer.muon) is expected

@@ -4,14 +4,18 @@ Muon (momentum + Newton-Schulz orthogonalisation of each 2-D update) trains smal
 fewer steps than AdamW; on the tiny Shakespeare recipe it is the single largest gain per CPU-minute. It only
 suits the 2-D weights inside the blocks: embeddings, the (tied) output head and the norm gains stay on AdamW.
 Both live in one `torch.optim.Optimizer`, so the Trainer's LR scheduler, gradient clipping, checkpointing
-and resume treat it like any other optimizer. `torch.optim.Muon` is PyTorch's own implementation. The
-Trainer builds it in its own `create_optimizer` (`MuonAdamWTrainerMixin`), so it holds exactly the
+and resume treat it like any other optimizer. `torch.optim.Muon` is PyTorch's own implementation; it
+orthogonalises in bfloat16, which a CPU without bf16 instructions only emulates, so there `Float32Muon` does the
+same step in float32 (the recipes train in float32 there too). The Trainer builds it in its own `create_optimizer` (`MuonAdamWTrainerMixin`), so it holds exactly the
 parameters that train, a LoRA adapter's included.
 """
+
+import math
 
 import torch
 
 from deepdive.errors import RecipeError
+from deepdive.records import cpu_has_bf16
 
 
 def split_muon_parameters(model: torch.nn.Module) -> tuple[list, list]:
@@ -27,6 +31,61 @@ def split_muon_parameters(model: torch.nn.Module) -> tuple[list, list]:
         inside_blocks = ".layers." in name
         (muon if parameter.ndim == 2 and inside_blocks else adamw).append(parameter)
     return muon, adamw
+
+
+def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float):
+    """Muon's quintic Newton-Schulz iteration in float32: `update` with its singular values pushed towards 1
+    (roughly into [0.5, 1.5]), the direction Muon steps in. Works on the wide orientation, so X @ X.T is the
+    smaller Gram matrix."""
+    a, b, c = coefficients
+    tall = update.size(0) > update.size(1)
+    x = update.float()
+    x = x.T if tall else x
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm <= 1: inside the iteration's basin
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+class Float32Muon(torch.optim.Muon):
+    """`torch.optim.Muon` (same settings, state and checkpoints) with the orthogonalisation in float32.
+
+    For a CPU without bf16 instructions, where torch's bfloat16 orthogonalisation is emulated: on 2 such cores the
+    tiny recipe's Muon step took 2.8 s (most of a 4.5 s pretraining step), 0.1 s in float32
+    (`make bench ARGS=optimizer`, bench/results/optimizer.json).
+    """
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        if any(group["adjust_lr_fn"] != "match_rms_adamw" for group in self.param_groups):
+            raise ValueError("Float32Muon sizes its steps as adjust_lr_fn='match_rms_adamw' only")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, buffers = [], [], []
+            self._init_group(group, params, grads, buffers)
+            momentum = group["momentum"]
+            for param, grad, buffer in zip(params, grads, buffers, strict=True):
+                buffer.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+                update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                # match_rms_adamw: the update's RMS matches a typical AdamW step's, whatever the matrix's shape.
+                step_size = group["lr"] * 0.2 * math.sqrt(max(param.shape))
+                param.mul_(1 - group["lr"] * group["weight_decay"])
+                param.add_(update.to(param.dtype), alpha=-step_size)
+        return loss
+
+
+def muon_class(params: list) -> type[torch.optim.Muon]:
+    """torch's Muon where bf16 matmuls are native (GPUs, CPUs with AMX or AVX512-BF16), `Float32Muon` elsewhere."""
+    on_cpu = all(parameter.device.type == "cpu" for parameter in params)
+    return Float32Muon if on_cpu and not cpu_has_bf16() else torch.optim.Muon
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -50,7 +109,7 @@ class MuonAdamW(torch.optim.Optimizer):
         # One group each, even an empty one (torch refuses an empty parameter list): under LoRA the adapter's
         # matrices may all be Muon's, leaving AdamW nothing to train.
         muon_params, adamw_params = [{"params": list(muon_params)}], [{"params": list(adamw_params)}]
-        self.muon = torch.optim.Muon(
+        self.muon = muon_class(muon_params[0]["params"])(
             muon_params, lr=muon_lr, momentum=muon_momentum, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"
         )
         self.adamw = torch.optim.AdamW(adamw_params, lr=lr, betas=betas, eps=eps, weight_decay=0.0)
