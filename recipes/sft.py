@@ -18,11 +18,12 @@ from deepdive.chat import validate_conversations
 from deepdive.configs import SFTArguments, run_from_command_line
 from deepdive.data import load_conversations
 from deepdive.errors import DataError
-from deepdive.evaluation import evaluate_knowledge, evaluate_tasks
+from deepdive.evaluation import evaluate_knowledge, evaluate_tasks, evaluate_verse
 from deepdive.modeling import load_recipe_model
 from deepdive.probe import honest_examples, read_probe
 from deepdive.runs import check_lora_targets, finish_run, save_model, start_run
 from deepdive.tasks import build_mixture, check_task_names
+from deepdive.tasks.verse import Verse
 from deepdive.trainer import RecipeTrainerMixin, chat_trainer_arguments
 
 
@@ -45,11 +46,12 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
         if args.task_weights and len(args.task_weights) != len(args.tasks):
             raise DataError(f"task_weights: {len(args.task_weights)} weights for {len(args.tasks)} tasks")
         weights = dict(zip(args.tasks, args.task_weights or [1.0] * len(args.tasks), strict=True))
-        honest = []  # the second pass of `make honest`: what the probe found the model knows, and does not
+        extra = []  # the second pass of `make honest`: what the probe found the model knows, and does not
         if args.probe_dir:
-            honest = honest_examples(read_probe(args.probe_dir), args.num_probe_examples, seed=training_args.seed)
+            extra += honest_examples(read_probe(args.probe_dir), args.num_probe_examples, seed=training_args.seed)
+        extra += Verse().examples("train", args.num_verse_examples, seed=training_args.seed)  # before RLHF
         train_dataset = build_mixture(
-            weights, args.num_train_examples, "train", training_args.seed, args.tool_share, extra=honest
+            weights, args.num_train_examples, "train", training_args.seed, args.tool_share, extra=extra
         )
     validate_conversations(train_dataset, "train dataset")
     train_dataset = train_dataset.select_columns([c for c in ("messages", "tools") if c in train_dataset.column_names])
@@ -90,6 +92,15 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
         if "shakespeare" in args.tasks:
             metrics.update(
                 evaluate_knowledge(
+                    trainer.model,
+                    tokenizer,
+                    args.num_test_examples,
+                    batch_size=training_args.per_device_eval_batch_size,
+                )
+            )
+        if args.num_verse_examples:
+            metrics.update(
+                evaluate_verse(
                     trainer.model,
                     tokenizer,
                     args.num_test_examples,

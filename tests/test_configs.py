@@ -28,8 +28,8 @@ STAGES = {
     "sft": (ScriptArguments, SFTArguments, SFTConfig, ModelConfig),
     "grpo": (ScriptArguments, GRPOArguments, GRPOConfig, ModelConfig),
 }
-PREVIOUS = {"sft": "base", "grpo": "sft", "sft-honest": "sft"}
-SECOND_PASSES = {"sft-honest": "sft"}  # recipe file -> the stage script it runs (`make honest`)
+PREVIOUS = {"sft": "base", "grpo": "sft", "sft-honest": "sft", "sft-verse": "sft"}
+SECOND_PASSES = {"sft-honest": "sft", "sft-verse": "sft"}  # recipe file -> the stage script it runs
 
 
 @pytest.mark.parametrize("recipe", sorted(REPO.glob("recipes/**/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")

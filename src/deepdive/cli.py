@@ -5,6 +5,7 @@
     deepdive merge --adapter runs/tiny/sft-lora --output_dir runs/tiny/sft-merged
     deepdive eval --model runs/tiny/sft                      # writes runs/tiny/sft/eval.json
     deepdive probe --model runs/tiny/sft --output runs/tiny/probe   # what it knows: probe.jsonl + data card
+    deepdive prefs --model runs/tiny/sft-verse --output runs/tiny/prefs   # RLHF's rankings: pairs.jsonl + card
     deepdive report --run runs/tiny                          # writes runs/tiny/report.md + plots
     deepdive seeds --runs runs/tiny/seed-1 runs/tiny/seed-2 --output results/tiny-seeds   # spread over seeds
     deepdive card --model runs/tiny/sft                      # rewrites the model card (README.md)
@@ -17,7 +18,9 @@
 the same command samples a Hub model too. `chat` talks to an SFT/GRPO model through its chat template;
 `merge` folds a LoRA adapter into its base model. `eval` scores a finished folder by kind (bits per byte for a
 base model; held-out task accuracy, stop rate and pass@k for a chat model), `probe` asks a chat model about
-characters it was never trained on and marks which it knows (the data for teaching it "I don't know"), `report` gathers a whole run into
+characters it was never trained on and marks which it knows (the data for teaching it "I don't know"), `prefs`
+samples several lines of verse per prompt and lets the simulated labeler rank them (RLHF's preference pairs),
+`report` gathers a whole run into
 one report card, `seeds` puts one recipe's runs with several seeds in one table of per-seed figures, mean and
 range (JSON + Markdown, and `seeds.md` beside the runs: the multi-seed run's report card), `card` rebuilds a
 folder's model card and `push` uploads a folder to the Hugging Face Hub. `serve` runs a chat model behind an
@@ -84,6 +87,18 @@ def main(argv: list[str] | None = None) -> None:
     probe.add_argument("--threshold", type=float, default=0.5, help="share of right answers that makes it known")
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--batch_size", type=int, default=64)
+
+    prefs = commands.add_parser("prefs", help="rank a chat model's lines of verse into preference pairs (RLHF)")
+    prefs.add_argument("--model", required=True, help="chat model folder, e.g. runs/tiny/sft-verse")
+    prefs.add_argument(
+        "--output", required=True, help="folder for pairs.jsonl and its data card, e.g. runs/tiny/prefs"
+    )
+    prefs.add_argument("--num_prompts", type=int, default=1000, help="prompts asked (a fifth about held-out topics)")
+    prefs.add_argument("--num_candidates", type=int, default=4, help="lines sampled per prompt, ranked by the labeler")
+    prefs.add_argument("--temperature", type=float, default=1.0, help="temperature of the sampled lines")
+    prefs.add_argument("--margin", type=float, default=0.1, help="labeler score gap that makes best and worst a pair")
+    prefs.add_argument("--seed", type=int, default=0)
+    prefs.add_argument("--batch_size", type=int, default=64)
 
     report = commands.add_parser("report", help="write the report card of a run: report.md with plots")
     report.add_argument("--run", default="runs/tiny", help="the run folder holding base/, sft/, grpo/")
@@ -179,6 +194,18 @@ def _run(args: argparse.Namespace) -> None:
         print(
             f"{args.output}: {summary['known']} of {summary['characters']} characters known, "
             f"{summary['correct']}/{summary['answers']} answers right ({summary['seconds']:.0f} s)"
+        )
+    elif args.command == "prefs":
+        from deepdive.preferences import preferences_folder
+
+        summary = preferences_folder(
+            args.model, args.output, args.num_prompts, args.num_candidates, args.temperature, args.margin, args.seed,
+            args.batch_size,
+        )  # fmt: skip
+        print(
+            f"{args.output}: {summary['pairs']} pairs from {summary['prompts']} prompts ({summary['train_pairs']} "
+            f"train, {summary['test_pairs']} held-out), labeler score chosen {summary['mean_chosen_score']:.3f} vs "
+            f"rejected {summary['mean_rejected_score']:.3f} ({summary['seconds']:.0f} s)"
         )
     elif args.command == "report":
         from deepdive.report import write_report

@@ -398,6 +398,14 @@ class SFTArguments(RecipeArguments):
     num_probe_examples: int = field(
         default=2000, metadata={"help": "Conversations about the probed characters, with probe_dir."}
     )
+    num_verse_examples: int = field(
+        default=0,
+        metadata={
+            "help": "Conversations asking for a line of verse about a topic, answered with a real line of the train "
+            "plays (deepdive.tasks.verse), joining the mixture; the held-out verse prompts are then scored by the "
+            "simulated labeler. The SFT pass before RLHF."
+        },
+    )
     data_files: list[str] | None = field(
         default=None, metadata={"help": "Local JSONL files of conversations (a `messages` list per line)."}
     )

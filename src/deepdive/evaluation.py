@@ -36,6 +36,7 @@ from deepdive.modeling import check_model_folder, load_model_and_tokenizer
 from deepdive.records import cpu_has_bf16, read_record, trained_with_tools, write_metrics
 from deepdive.tasks import TASKS, check_task_names, get_task
 from deepdive.tasks.shakespeare import OUTCOMES
+from deepdive.tasks.verse import Verse, labeler
 from deepdive.tokenizer import token_byte_lengths
 
 
@@ -211,6 +212,28 @@ def evaluate_knowledge(
         for outcome in OUTCOMES:
             metrics[f"knowledge_{group}_{outcome}"] = found.count(outcome) / len(found) if found else 0.0
     return metrics
+
+
+def evaluate_verse(model, tokenizer, n: int = 200, max_new_tokens: int = 40, batch_size: int = 64) -> dict:
+    """The simulated labeler's view of `n` greedy replies to held-out "a line of verse about {topic}" prompts
+    (topics and phrasings never trained on; the same prompts for every model): `verse_labeler_score` (mean, in
+    [0, 1]), `verse_good` (share the labeler would keep), `verse_copied` (share copied from the plays), and
+    `verse_meter` / `verse_on_topic` (means of those parts of the score)."""
+    verse = Verse()
+    examples = verse.examples("test", n, seed=0)
+    replies = answer_in_shares(
+        model, tokenizer, [example["prompt"] for example in examples], Decoding(max_new_tokens), batch_size
+    )
+    scores = [labeler().score(reply.text, example["answer"]) for reply, example in zip(replies, examples, strict=True)]
+    share = len(scores) or 1
+    return {
+        "verse_labeler_score": sum(score.total for score in scores) / share,
+        "verse_good": sum(score.total >= Verse.GOOD for score in scores) / share,
+        "verse_copied": sum(score.copied for score in scores) / share,
+        "verse_meter": sum(score.meter for score in scores) / share,
+        "verse_on_topic": sum(score.on_topic for score in scores) / share,
+        "verse_prompts": len(scores),
+    }
 
 
 def evaluate_pass_at_k(
