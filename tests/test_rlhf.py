@@ -106,6 +106,7 @@ def test_an_sft_pass_with_verse_trains_on_it_and_scores_held_out_topics(micro_sf
     metrics = json.loads((tmp_path / "verse" / "metrics.json").read_text())
     assert metrics["verse_prompts"] == 4  # num_test_examples of the micro recipe
     assert 0 <= metrics["verse_labeler_score"] <= 1 and 0 <= metrics["verse_good"] <= 1
+    assert "[verse](data_cards/verse.md)" in (tmp_path / "verse" / "README.md").read_text()  # its model card
 
 
 # --- Preference pairs ---------------------------------------------------------------------------------------------

@@ -75,7 +75,8 @@ def data_used(stage: str, recipe: dict) -> tuple[list[str], list[str]]:
         return hub, []
     if stage == "pretrain":
         return [], ["shakespeare"]
-    return [], [TASK_CARDS[task] for task in recipe.get("tasks", DEFAULT_TASKS.get(stage, [])) if task in TASK_CARDS]
+    cards = [TASK_CARDS[task] for task in recipe.get("tasks", DEFAULT_TASKS.get(stage, [])) if task in TASK_CARDS]
+    return [], cards + (["verse"] if recipe.get("num_verse_examples") else [])
 
 
 def eval_results(results: dict) -> list[EvalResult]:
