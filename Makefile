@@ -1,7 +1,8 @@
 # deepdive: `make all` runs the whole pipeline (pretrain -> sft -> grpo -> eval -> report) on the default tiny
 # recipe, skipping stages already finished; `make pretrain`, `make sft`, `make grpo` run one stage; `make chat`
 # talks to the assistant (`make chat-tools`: the one `make tools` trained, tools on), `make honest` probes what it
-# knows and teaches it to say "I don't know" for the rest, `make serve` serves it (an
+# knows and teaches it to say "I don't know" for the rest, `make rlhf` runs RLHF (a reward model learnt from
+# rankings, GRPO against it, DPO beside it) on lines of verse, `make serve` serves it (an
 # OpenAI-compatible API and a chat page), `make gguf` exports it for llama.cpp apps; `make seeds` runs the
 # pipeline once per seed and writes the spread over seeds; `make test` runs the test suite; `make bench` measures
 # speed. Every target sets up .venv from a bare python3 first.
@@ -35,7 +36,7 @@ HUB_MODEL_ID ?=
 PRIVATE ?=
 STAGES := base sft grpo
 
-.PHONY: all seeds tools honest install pretrain sft grpo eval report push chat chat-tools serve gguf sample test chromium bench \
+.PHONY: all seeds tools honest rlhf install pretrain sft grpo eval report push chat chat-tools serve gguf sample test chromium bench \
 	gpu-check style quality clean
 
 install: $(STAMP)
@@ -88,6 +89,35 @@ HONEST_ARGS = $(if $(filter-out runs/$(RECIPE),$(RUN_DIR)),$(if $(SEED),--seed $
 	$(RUN_DIR)/sft-honest --model_name_or_path $(RUN_DIR)/sft --probe_dir $(RUN_DIR)/probe)
 $(RUN_DIR)/sft-honest/metrics.json: recipes/$(RECIPE)/sft-honest.yaml $(RUN_DIR)/probe/probe.jsonl
 	$(LAUNCH) recipes/sft.py --config $< $(HONEST_ARGS) $(REDO)
+
+# `make rlhf`: the lecture's RLHF on lines of verse, which no checker can grade. A short SFT pass teaches the verse
+# task (sft-verse), the model's own lines ranked by the simulated labeler become preference pairs (prefs), a reward
+# model learns the rankings (reward), GRPO practises against the reward model (rlhf) and DPO trains on the same
+# pairs (dpo); then the report card. RLHF_STEPS runs RLHF longer, past the point where it games the reward model.
+# Not part of `make all`.
+RLHF_STEPS ?=
+rlhf: $(RUN_DIR)/rlhf/metrics.json $(RUN_DIR)/dpo/metrics.json
+	$(BIN)/deepdive report --run $(RUN_DIR)
+
+# $(call PAIR_ARGS,folder,starting stage): the overrides that point an RLHF stage at RUN_DIR, as STAGE_ARGS does
+PAIR_ARGS = $(if $(filter-out runs/$(RECIPE),$(RUN_DIR)),$(if $(SEED),--seed $(SEED) )--output_dir $(RUN_DIR)/$(1) \
+	--model_name_or_path $(RUN_DIR)/$(2) $(if $(filter rlhf,$(1)),--reward_model,--prefs_dir) \
+	$(RUN_DIR)/$(if $(filter rlhf,$(1)),reward,prefs))
+$(RUN_DIR)/sft-verse/metrics.json: recipes/$(RECIPE)/sft-verse.yaml $(RUN_DIR)/sft/metrics.json
+	$(LAUNCH) recipes/sft.py --config $< $(call STAGE_ARGS,sft-verse,sft,sft) $(REDO)
+
+$(RUN_DIR)/prefs/pairs.jsonl: $(RUN_DIR)/sft-verse/metrics.json
+	$(BIN)/deepdive prefs --model $(RUN_DIR)/sft-verse --output $(RUN_DIR)/prefs $(if $(SEED),--seed $(SEED))
+
+$(RUN_DIR)/reward/metrics.json: recipes/$(RECIPE)/reward.yaml $(RUN_DIR)/prefs/pairs.jsonl
+	$(LAUNCH) recipes/reward.py --config $< $(call PAIR_ARGS,reward,sft-verse) $(REDO)
+
+$(RUN_DIR)/rlhf/metrics.json: recipes/$(RECIPE)/rlhf.yaml $(RUN_DIR)/reward/metrics.json
+	$(LAUNCH) recipes/grpo.py --config $< $(call PAIR_ARGS,rlhf,sft-verse) \
+		$(if $(RLHF_STEPS),--max_steps $(RLHF_STEPS)) $(REDO)
+
+$(RUN_DIR)/dpo/metrics.json: recipes/$(RECIPE)/dpo.yaml $(RUN_DIR)/prefs/pairs.jsonl
+	$(LAUNCH) recipes/dpo.py --config $< $(call PAIR_ARGS,dpo,sft-verse) $(REDO)
 
 $(RUN_DIR)/%/eval.json: $(RUN_DIR)/%/metrics.json
 	$(BIN)/deepdive eval --model $(RUN_DIR)/$*

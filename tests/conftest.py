@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 from transformers import AutoModelForCausalLM, TrainingArguments
-from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
+from trl import DPOConfig, GRPOConfig, ModelConfig, RewardConfig, ScriptArguments, SFTConfig
 
-from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe
+from deepdive.configs import GRPOArguments, PreferenceArguments, PretrainArguments, SFTArguments, parse_recipe
 from deepdive.generation import Decoding, generate, generate_with_tools
 from deepdive.modeling import load_model_and_tokenizer
 from deepdive.tasks import get_task
@@ -25,6 +25,8 @@ STAGES = {
     "pretrain": (ScriptArguments, PretrainArguments, TrainingArguments),
     "sft": (ScriptArguments, SFTArguments, SFTConfig, ModelConfig),
     "grpo": (ScriptArguments, GRPOArguments, GRPOConfig, ModelConfig),
+    "reward": (ScriptArguments, PreferenceArguments, RewardConfig, ModelConfig),
+    "dpo": (ScriptArguments, PreferenceArguments, DPOConfig, ModelConfig),
 }
 
 

@@ -7,9 +7,16 @@ import pytest
 import torch
 import yaml
 from transformers import LlamaForCausalLM, TrainingArguments
-from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
+from trl import DPOConfig, GRPOConfig, ModelConfig, RewardConfig, ScriptArguments, SFTConfig
 
-from deepdive.configs import GRPOArguments, PretrainArguments, SFTArguments, parse_recipe, save_recipe
+from deepdive.configs import (
+    GRPOArguments,
+    PreferenceArguments,
+    PretrainArguments,
+    SFTArguments,
+    parse_recipe,
+    save_recipe,
+)
 from deepdive.errors import RecipeError
 
 
@@ -27,9 +34,18 @@ STAGES = {
     "pretrain": PRETRAIN,
     "sft": (ScriptArguments, SFTArguments, SFTConfig, ModelConfig),
     "grpo": (ScriptArguments, GRPOArguments, GRPOConfig, ModelConfig),
+    "reward": (ScriptArguments, PreferenceArguments, RewardConfig, ModelConfig),
+    "dpo": (ScriptArguments, PreferenceArguments, DPOConfig, ModelConfig),
 }
-PREVIOUS = {"sft": "base", "grpo": "sft", "sft-honest": "sft", "sft-verse": "sft"}
-SECOND_PASSES = {"sft-honest": "sft", "sft-verse": "sft"}  # recipe file -> the stage script it runs
+# recipe file -> the stages it may start from (the micro recipes have no verse SFT pass)
+PREVIOUS = {
+    "sft": ("base",),
+    "grpo": ("sft",),
+    "sft-honest": ("sft",),
+    "sft-verse": ("sft",),
+    **dict.fromkeys(("reward", "rlhf", "dpo"), ("sft-verse", "sft")),
+}
+SECOND_PASSES = {"sft-honest": "sft", "sft-verse": "sft", "rlhf": "grpo"}  # recipe file -> the stage script it runs
 
 
 @pytest.mark.parametrize("recipe", sorted(REPO.glob("recipes/**/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -45,7 +61,9 @@ def test_every_recipe_parses(recipe):
     assert training_args.output_dir == f"runs/{recipe.parent.name}/{stage_dir}"
     assert training_args.max_steps > 0 or training_args.num_train_epochs > 0
     if recipe.stem in PREVIOUS and parsed[3].model_name_or_path.startswith("runs/"):
-        assert parsed[3].model_name_or_path == f"runs/{recipe.parent.name}/{PREVIOUS[recipe.stem]}"
+        assert parsed[3].model_name_or_path in [
+            f"runs/{recipe.parent.name}/{stage}" for stage in PREVIOUS[recipe.stem]
+        ]
     if getattr(training_args, "chat_template_path", None):
         assert (REPO / training_args.chat_template_path).is_file()
 

@@ -55,7 +55,9 @@ def test_after_tool_calls_only_the_final_answer_is_scored():
 
 def test_registry_by_name():
     assert get_reward_funcs(["accuracy", "format"]) == [REWARDS["accuracy"], REWARDS["format"]]
-    with pytest.raises(RecipeError, match="unknown reward 'kindness'; valid rewards: accuracy, format, length"):
+    with pytest.raises(
+        RecipeError, match="unknown reward 'kindness'; valid rewards: accuracy, format, length, labeler, reward_model"
+    ):
         get_reward_funcs(["accuracy", "kindness"])
     with pytest.raises(RecipeError, match="reward_weights: 1 weights for 2 reward_funcs"):
         get_reward_funcs(["accuracy", "format"], [1.0])

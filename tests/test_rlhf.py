@@ -1,5 +1,6 @@
 """RLHF's pieces: the simulated labeler (what a person would prefer in a line of verse), the verse task, the SFT pass
-that teaches it, and the preference pairs ranked from the model's own lines."""
+that teaches it, the preference pairs ranked from the model's own lines, the reward model learnt from them, GRPO
+against the reward model, and DPO on the same pairs."""
 
 import importlib
 import json
@@ -8,12 +9,16 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, train_micro_in_process
+from conftest import REPO, assert_only_the_adapter_trained, train_in_process, train_micro_in_process
 from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
 
 from deepdive import preferences
-from deepdive.errors import DataError
+from deepdive.errors import DataError, RecipeError
 from deepdive.labeler import VerseLabeler, meter_of, syllable_count, words_of
+from deepdive.modeling import load_model_and_tokenizer
+from deepdive.report import write_report
+from deepdive.rewards import get_reward_funcs
 from deepdive.tasks import build_mixture
 from deepdive.tasks.verse import SYLLABLES, TOPICS, Verse, labeler, lines_by_topic, topics_of, training_lines
 
@@ -112,18 +117,26 @@ def test_an_sft_pass_with_verse_trains_on_it_and_scores_held_out_topics(micro_sf
 # --- Preference pairs ---------------------------------------------------------------------------------------------
 
 
-def test_pairs_are_the_labelers_best_and_worst_line_when_it_tells_them_apart(micro_sft, tmp_path):
+def test_pairs_are_every_two_lines_the_labeler_tells_apart_better_first(micro_sft, tmp_path):
     summary = preferences.preferences_folder(
         str(micro_sft), str(tmp_path / "prefs"), num_prompts=20, num_candidates=4, margin=0.05
     )
     records = [json.loads(line) for line in (tmp_path / "prefs" / preferences.PAIRS_FILE).read_text().splitlines()]
     assert summary["pairs"] == len(records) > 0 and summary["prompts"] == 20
+    by_prompt = {}
     for record in records:
-        scores = [candidate["score"] for candidate in record["candidates"]]
-        assert len(scores) == 4 and record["chosen_score"] == max(scores) and record["rejected_score"] == min(scores)
+        candidates = {candidate["text"]: candidate["score"] for candidate in record["candidates"]}
+        chosen, rejected = record["chosen"][0]["content"], record["rejected"][0]["content"]
+        assert candidates[chosen] == record["chosen_score"] and candidates[rejected] == record["rejected_score"]
         assert record["chosen_score"] - record["rejected_score"] >= 0.05
-        assert labeler().score(record["chosen"][0]["content"], record["topic"]).total == record["chosen_score"]
-        assert (record["split"] == "test") == (record["topic"] in topics_of("test"))
+        assert labeler().score(chosen, record["topic"]).total == record["chosen_score"]
+        assert record["topic"] in topics_of("train")  # held-out topics stay unseen until the evaluation
+        by_prompt.setdefault(json.dumps(record["prompt"]) + str(record["candidates"]), []).append(record)
+    for pairs in by_prompt.values():  # every comparison of the prompt's lines that clears the margin, once
+        scores = [candidate["score"] for candidate in pairs[0]["candidates"]]
+        expected = sum(a - b >= 0.05 for i, a in enumerate(scores) for b in scores[:i] + scores[i + 1 :])
+        assert len(pairs) == expected
+    assert {record["split"] for record in records} <= {"train", "test"}
     train = preferences.read_pairs(tmp_path / "prefs", "train")
     assert train.column_names == ["prompt", "chosen", "rejected"]
     assert train[0]["prompt"][0]["role"] == "user" and train[0]["chosen"][0]["role"] == "assistant"
@@ -165,3 +178,158 @@ def test_ranking_a_base_models_lines_is_a_one_line_error(micro_base, tmp_path):
         f"error: --model: {micro_base} has no chat template; sample candidates from an SFT model"
     )
     assert not (tmp_path / preferences.PAIRS_FILE).exists()
+
+
+# --- Reward model, RLHF, DPO --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clear_pairs(tmp_path_factory):
+    """A preference folder whose chosen line is always a real line of the plays about the topic and whose rejected
+    one is always gibberish: a preference any reward model can learn in a few steps, held-out pairs included."""
+    folder = tmp_path_factory.mktemp("pairs")
+    records = []
+    for split, n in (("train", 48), ("test", 16)):
+        for example in VERSE.examples(split, n, seed=0):
+            records.append(
+                {
+                    "prompt": example["prompt"],
+                    "chosen": [{"role": "assistant", "content": example["messages"][-1]["content"]}],
+                    "rejected": [{"role": "assistant", "content": "zq zq zq vrk zq"}],
+                    "split": split,
+                }
+            )
+    (folder / preferences.PAIRS_FILE).write_text("".join(json.dumps(record) + "\n" for record in records))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rlhf_run(micro_sft, clear_pairs, tmp_path_factory):
+    """A run folder as `make rlhf` leaves it, on the micro recipes: the chat model standing in for the verse SFT
+    pass, a reward model trained on `clear_pairs`, RLHF against it and DPO on the same pairs."""
+    run = tmp_path_factory.mktemp("rlhf-run")
+    (run / "sft-verse").symlink_to(micro_sft, target_is_directory=True)
+    pairs = ["--prefs_dir", str(clear_pairs)]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        train_micro_in_process(
+            "reward", micro_sft, run / "reward", *pairs, "--max_steps", "12", monkeypatch=monkeypatch
+        )
+        train_in_process(
+            "grpo", "recipes/micro/rlhf.yaml", micro_sft, run / "rlhf", "--reward_model", str(run / "reward"),
+            monkeypatch=monkeypatch,
+        )  # fmt: skip
+        train_micro_in_process("dpo", micro_sft, run / "dpo", *pairs, monkeypatch=monkeypatch)
+    return run
+
+
+def test_the_reward_model_learns_the_rankings_and_ranks_held_out_pairs(micro_sft, rlhf_run):
+    output_dir = rlhf_run / "reward"
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["stage"] == "reward" and metrics["test_pairs"] == 16 and metrics["train_pairs"] == 48
+    assert metrics["reward_accuracy"] == 1.0 and metrics["reward_margin"] > 0
+    chat, trained = load_file(micro_sft / "model.safetensors"), load_file(output_dir / "model.safetensors")
+    assert "score.weight" in trained and "lm_head.weight" not in trained  # a scalar head in place of the LM head
+    hidden = [name for name in chat if ".layers." in name and chat[name].ndim == 2]
+    assert hidden and [name for name in hidden if torch.equal(chat[name], trained[name])] == []
+    # it scores a real line above gibberish for a topic it never saw
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir)
+    _, tokenizer = load_model_and_tokenizer(str(output_dir), reward_head=True)
+    example = VERSE.examples("test", 1, seed=5)[0]
+    scores = []
+    for reply in (example["messages"][-1]["content"], "zq zq zq vrk zq"):
+        messages = [*example["prompt"], {"role": "assistant", "content": reply}]
+        inputs = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)
+        scores.append(model(**inputs).logits[0, 0].item())
+    assert scores[0] > scores[1]
+    card = (output_dir / "README.md").read_text()
+    assert "pipeline_tag: text-classification" in card and "AutoModelForSequenceClassification" in card
+
+
+def test_a_reward_model_is_not_a_chat_model_and_a_chat_model_is_not_a_reward_model(micro_sft, rlhf_run):
+    output_dir = rlhf_run / "reward"
+    with pytest.raises(DataError, match=f"--model: {output_dir} is a reward model: it scores replies and writes none"):
+        load_model_and_tokenizer(str(output_dir))
+    with pytest.raises(RecipeError, match=f"reward_model: {micro_sft} is a language model; train a reward model"):
+        get_reward_funcs(["reward_model"], reward_model=str(micro_sft))
+
+
+def test_lora_on_the_reward_model_trains_the_adapter_and_the_new_head_only(
+    micro_sft, clear_pairs, tmp_path, monkeypatch
+):
+    trainer = train_micro_in_process(
+        "reward", micro_sft, tmp_path / "lora", "--prefs_dir", str(clear_pairs), "--use_peft", "true",
+        "--lora_r", "4", monkeypatch=monkeypatch,
+    )  # fmt: skip
+    chat = load_file(micro_sft / "model.safetensors")
+    trained = {name.removeprefix("base_model.model."): tensor for name, tensor in trainer.model.state_dict().items()}
+    lora_b = [name for name in trained if "lora_B" in name]
+    assert lora_b and [name for name in lora_b if not trained[name].any()] == []
+    frozen = {name.replace(".base_layer", ""): tensor for name, tensor in trained.items() if "lora_" not in name}
+    assert [name for name in chat if name in frozen and not torch.equal(chat[name], frozen[name])] == []
+    assert any("score" in name and "modules_to_save" in name for name in trained)  # the head trains in full
+
+
+def test_rlhf_trains_on_the_reward_model_and_logs_the_labeler_beside_it(micro_sft, rlhf_run):
+    metrics = json.loads((rlhf_run / "rlhf" / "metrics.json").read_text())
+    assert metrics["stage"] == "rlhf" and [entry["step"] for entry in metrics["reward_curve"]] == [1, 2]
+    for entry in metrics["reward_curve"]:
+        assert set(entry["rewards"]) == {"reward", "labeler"}  # the reward model (its folder's name) and the labeler
+        assert entry["reward"] == pytest.approx(entry["rewards"]["reward"], abs=1e-5)  # the labeler weighs 0
+        assert 0 <= entry["rewards"]["labeler"] <= 1
+    assert metrics["before_verse_prompts"] == metrics["after_verse_prompts"] == 4
+    before, after = load_file(micro_sft / "model.safetensors"), load_file(rlhf_run / "rlhf" / "model.safetensors")
+    assert [name for name in before if ".layers." in name and torch.equal(before[name], after[name])] == []
+    assert "[verse](data_cards/verse.md)" in (rlhf_run / "rlhf" / "README.md").read_text()
+
+
+def test_a_reward_of_weight_0_trains_nothing(micro_sft, tmp_path, monkeypatch):
+    train_micro_in_process(
+        "grpo", micro_sft, tmp_path / "watch", "--tasks", "verse", "--reward_funcs", "labeler",
+        "--reward_weights", "0.0", "--num_test_examples", "0", monkeypatch=monkeypatch,
+    )  # fmt: skip
+    before, after = load_file(micro_sft / "model.safetensors"), load_file(tmp_path / "watch" / "model.safetensors")
+    assert [name for name in before if not torch.equal(before[name], after[name])] == []
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--tasks", "verse", "arithmetic"], "tasks: verse has no checkable answer and trains alone"),
+        (["--tasks", "verse", "--reward_funcs", "accuracy"], "reward_funcs: accuracy need a checkable answer"),
+        (["--reward_funcs", "reward_model"], "reward_model: give the reward model's folder and name reward_model"),
+        (["--reward_model", "runs/tiny/reward"], "reward_model: give the reward model's folder and name reward_model"),
+    ],
+)
+def test_bad_rlhf_recipes_are_one_line_errors(micro_sft, tmp_path, monkeypatch, arguments, message):
+    with pytest.raises(RecipeError, match=message):
+        train_micro_in_process("grpo", micro_sft, tmp_path / "bad", *arguments, monkeypatch=monkeypatch)
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_dpo_trains_on_the_pairs_and_scores_held_out_topics(micro_sft, rlhf_run):
+    metrics = json.loads((rlhf_run / "dpo" / "metrics.json").read_text())
+    assert metrics["stage"] == "dpo" and metrics["before_verse_prompts"] == metrics["after_verse_prompts"] == 4
+    assert 0 <= metrics["preference_accuracy"] <= 1
+    before, after = load_file(micro_sft / "model.safetensors"), load_file(rlhf_run / "dpo" / "model.safetensors")
+    assert [name for name in before if ".layers." in name and torch.equal(before[name], after[name])] == []
+
+
+def test_the_report_card_shows_each_rlhf_stage_and_the_two_scores_per_step(rlhf_run):
+    report = write_report(rlhf_run).read_text()
+    rlhf = json.loads((rlhf_run / "rlhf" / "metrics.json").read_text())
+    assert "| metric | verse sft | reward model | rlhf | dpo |" in report
+    reward = json.loads((rlhf_run / "reward" / "metrics.json").read_text())["reward_accuracy"]
+    assert f"| reward model: held-out pairs ranked right | – | {reward:.1%} | – | – |" in report
+    assert f"{rlhf['after_verse_labeler_score']:.3f} after." in report  # the RLHF summary
+    assert "| prompt | verse sft | rlhf | dpo |" in report  # the reward model writes nothing
+    verse_prompt = VERSE.examples("test", 1, seed=0)[0]["prompt"][-1]["content"]
+    assert f"| {verse_prompt} |" in report.split("## The same prompts")[1]
+    assert (rlhf_run / "report" / "rlhf.png").stat().st_size > 0
+
+
+def test_lora_on_dpo_trains_the_adapter_and_only_the_adapter(micro_sft, clear_pairs, tmp_path, monkeypatch):
+    trainer = train_micro_in_process(
+        "dpo", micro_sft, tmp_path / "lora", "--prefs_dir", str(clear_pairs), "--use_peft", "true", "--lora_r", "4",
+        "--num_test_examples", "0", monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert_only_the_adapter_trained(trainer.model, micro_sft)

@@ -28,6 +28,21 @@ STAGES = {
         "reinforcement learning (GRPO)",
         "an assistant that practised on checkable problems",
     ),
+    "reward": (
+        "reward model",
+        "reward modelling",
+        "a reward model: it scores a reply by how the person whose rankings it learnt would rank it",
+    ),
+    "rlhf": (
+        "assistant after RLHF",
+        "reinforcement learning from human feedback (GRPO against a reward model)",
+        "an assistant that practised writing what a reward model, trained on rankings, scores high",
+    ),
+    "dpo": (
+        "assistant after DPO",
+        "direct preference optimization (DPO)",
+        "an assistant trained to prefer the ranked-better of pairs of its own replies",
+    ),
 }
 TASK_CARDS = {name: task.card for name, task in TASKS.items()}
 DEFAULT_TASKS = {"sft": SFTArguments().tasks, "grpo": GRPOArguments().tasks}  # a recipe that names no tasks
@@ -76,7 +91,8 @@ def data_used(stage: str, recipe: dict) -> tuple[list[str], list[str]]:
     if stage == "pretrain":
         return [], ["shakespeare"]
     cards = [TASK_CARDS[task] for task in recipe.get("tasks", DEFAULT_TASKS.get(stage, [])) if task in TASK_CARDS]
-    return [], cards + (["verse"] if recipe.get("num_verse_examples") else [])
+    verse = recipe.get("num_verse_examples") or "verse" in recipe.get("tasks", []) or recipe.get("prefs_dir")
+    return [], cards + (["verse"] if verse else [])
 
 
 def eval_results(results: dict) -> list[EvalResult]:
@@ -133,15 +149,16 @@ def build_model_card(folder: str | Path, repo_id: str | None = None) -> ModelCar
     hub_datasets, cards = data_used(stage, recipe)
     results = {**metrics, **evaluation}
     name = repo_id or f"deepdive-{folder.parent.name}-{folder.name}"
-    tags = ["deepdive", "text-generation", stage_name.split(" (")[0].replace(" ", "-")]
-    tags += ["trl", stage] if stage in ("sft", "grpo") else []
+    tags = ["deepdive", "text-classification" if stage == "reward" else "text-generation"]
+    tags.append(stage_name.split(" (")[0].replace(" ", "-"))
+    tags += ["trl", stage] if stage in ("sft", "grpo", "reward", "rlhf", "dpo") else []
     tags += ["peft", "lora"] if adapter else []
     data = ModelCardData(
         license=LICENSE,
         base_model=base_model,
         datasets=hub_datasets or [f"deepdive/{card}" for card in cards] or None,
         library_name="peft" if adapter else "transformers",
-        pipeline_tag="text-generation",
+        pipeline_tag="text-classification" if stage == "reward" else "text-generation",
         tags=tags,
         model_name=name,
         eval_results=eval_results(results) or None,
@@ -240,6 +257,17 @@ def _usage(stage: str, model_id: str) -> list[str]:
             "",
             f'generator = pipeline("text-generation", model="{model_id}")',
             'print(generator("ROMEO:", max_new_tokens=80, do_sample=True, temperature=0.8)[0]["generated_text"])',
+        ]
+    elif stage == "reward":
+        code = [
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+            "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{model_id}")',
+            f'model = AutoModelForSequenceClassification.from_pretrained("{model_id}")',
+            'messages = [{"role": "user", "content": "Write a line of verse about the moon."},',
+            '            {"role": "assistant", "content": "The moon doth shine upon the silent sea."}]',
+            'inputs = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)',
+            "print(model(**inputs).logits[0, 0].item())  # higher: a line the labeler would rank higher",
         ]
     else:
         code = [

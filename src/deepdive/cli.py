@@ -93,10 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     prefs.add_argument(
         "--output", required=True, help="folder for pairs.jsonl and its data card, e.g. runs/tiny/prefs"
     )
-    prefs.add_argument("--num_prompts", type=int, default=1000, help="prompts asked (a fifth about held-out topics)")
+    prefs.add_argument(
+        "--num_prompts", type=int, default=1000, help="prompts asked (train topics; the pairs of a fifth are held out)"
+    )
     prefs.add_argument("--num_candidates", type=int, default=4, help="lines sampled per prompt, ranked by the labeler")
     prefs.add_argument("--temperature", type=float, default=1.0, help="temperature of the sampled lines")
-    prefs.add_argument("--margin", type=float, default=0.1, help="labeler score gap that makes best and worst a pair")
+    prefs.add_argument("--margin", type=float, default=0.1, help="labeler score gap that makes two lines a pair")
     prefs.add_argument("--seed", type=int, default=0)
     prefs.add_argument("--batch_size", type=int, default=64)
 

@@ -440,13 +440,43 @@ class GRPOArguments(RecipeArguments):
     # Rewards
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],
-        metadata={"help": "Rewards by name (deepdive.rewards.REWARDS); weights go in `reward_weights`."},
+        metadata={
+            "help": "Rewards by name (deepdive.rewards.REWARDS, or reward_model for the model in `reward_model`); "
+            "weights go in `reward_weights`, and a weight of 0 logs a reward without training on it."
+        },
+    )
+    reward_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "A reward model folder written by recipes/reward.py, the `reward_model` of `reward_funcs` (RLHF: "
+            "with tasks [verse], whose lines have no checkable answer)."
+        },
     )
     # Evaluation
     num_test_examples: int = field(
         default=500, metadata={"help": "Held-out problems per task scored before and after RL (greedy)."}
     )
     eval_max_new_tokens: int = field(default=120, metadata={"help": "Reply budget of the held-out evaluation."})
+
+
+@dataclass
+class PreferenceArguments(RecipeArguments):
+    """What the reward model and DPO recipes need beyond TRL's `RewardConfig` / `DPOConfig` and `ModelConfig`."""
+
+    # Data
+    prefs_dir: str = field(
+        default="runs/tiny/prefs",
+        metadata={"help": "A `deepdive prefs` folder: its train pairs train, its held-out pairs score the model."},
+    )
+    # Evaluation
+    num_test_examples: int = field(
+        default=200,
+        metadata={
+            "help": "Held-out verse prompts (topics never trained on) whose greedy lines the simulated labeler scores "
+            "before and after DPO; 0 skips it. The reward model is scored on the held-out pairs."
+        },
+    )
+    eval_max_new_tokens: int = field(default=40, metadata={"help": "Reply budget of the held-out verse lines."})
 
 
 # Credentials a recipe may carry: used by the run, never written into its folder, its card or a push.

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from deepdive.errors import DataError, RecipeError
 from deepdive.tokenizer import add_chat_template
@@ -106,12 +112,15 @@ def load_model_and_tokenizer(
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     where: str = "--model",
+    reward_head: bool = False,
 ):
     """(model, tokenizer) from a model folder or a Hub id, weights from safetensors only.
 
     `chat` gives a tokenizer without a chat template deepdive's own (what SFT does to a pretrained base model).
     `dtype` "auto" or None loads float32, which the recipes' mixed precision expects. A bad name is a one-line
-    DataError that names `where` it came from.
+    DataError that names `where` it came from. `reward_head` loads the transformer under a one-output linear head
+    instead of the language-model head (`AutoModelForSequenceClassification`, a reward model): new and randomly
+    initialised from a causal LM folder, the trained one from a reward model's folder.
     """
     if Path(model_name_or_path).is_dir():
         check_model_folder(model_name_or_path, where)
@@ -126,19 +135,29 @@ def load_model_and_tokenizer(
         ) from None
     if chat:
         add_chat_template(tokenizer, where)
-    model = AutoModelForCausalLM.from_pretrained(
+    model_class = AutoModelForSequenceClassification if reward_head else AutoModelForCausalLM
+    model = model_class.from_pretrained(
         model_name_or_path,
+        **({"num_labels": 1} if reward_head else {}),
         dtype=None if dtype in (None, "auto") else dtype,
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
         use_safetensors=True,
     )
+    if not reward_head and is_reward_model(model):
+        raise DataError(f"{where}: {model_name_or_path} is a reward model: it scores replies and writes none")
     model.eval()
     return model, tokenizer
 
 
-def load_recipe_model(model_args, trust_remote_code: bool = False):
-    """(model, tokenizer) for the SFT and GRPO recipes from TRL's `ModelConfig`, with a chat template."""
+def is_reward_model(model) -> bool:
+    """Whether `model` was saved as a reward model (a sequence classifier), not loaded as one from a language model."""
+    return any(name.endswith("ForSequenceClassification") for name in model.config.architectures or ())
+
+
+def load_recipe_model(model_args, trust_remote_code: bool = False, reward_head: bool = False):
+    """(model, tokenizer) for the chat recipes from TRL's `ModelConfig`, with a chat template; `reward_head` as in
+    `load_model_and_tokenizer`."""
     return load_model_and_tokenizer(
         model_args.model_name_or_path,
         chat=True,
@@ -146,4 +165,5 @@ def load_recipe_model(model_args, trust_remote_code: bool = False):
         attn_implementation=model_args.attn_implementation,
         trust_remote_code=trust_remote_code,
         where="model_name_or_path",
+        reward_head=reward_head,
     )

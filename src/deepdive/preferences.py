@@ -2,14 +2,17 @@
 
 Where no checker exists, a person ranks a few candidates rather than writing the ideal answer: ranking is easier.
 `deepdive prefs --model runs/tiny/sft-verse` asks the model "Write a line of verse about {topic}." for prompts of
-the train topics and of the held-out topics, samples `num_candidates` replies to each, lets
-`deepdive.labeler.VerseLabeler` rank them, and keeps the best and the worst as a pair when the labeler tells them
-apart by at least `margin`. The folder it writes holds `pairs.jsonl` in TRL's conversational preference format
+the train topics (the held-out topics stay unseen by every RLHF stage, for the labeler's evaluation), samples
+`num_candidates` replies to each, lets
+`deepdive.labeler.VerseLabeler` rank them, and keeps every two of them as a pair (chosen, rejected) when the labeler
+tells them apart by at least `margin`. The folder it writes holds `pairs.jsonl` in TRL's conversational preference format
 (`prompt`, `chosen`, `rejected`, each a list of messages; plus the topic, the split and both scores), a data card
 (`README.md`: how it was built, the rule, the counts, examples) and `summary.json`. The reward model trains on the
-train pairs and is scored on the held-out ones; DPO trains on the same train pairs.
+train pairs and is scored on the held-out ones (a fifth of the prompts, whose sampled lines it never saw); DPO
+trains on the same train pairs.
 """
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -40,7 +43,7 @@ def check_settings(num_prompts: int, num_candidates: int, temperature: float, ma
 def preference_pairs(
     model,
     tokenizer,
-    num_prompts: int = 1000,
+    num_prompts: int = 3000,
     num_candidates: int = 4,
     temperature: float = 1.0,
     margin: float = 0.1,
@@ -49,12 +52,12 @@ def preference_pairs(
     batch_size: int = 64,
     max_new_tokens: int = 40,
 ) -> list[dict]:
-    """One record per prompt whose best and worst candidates the labeler tells apart: prompt, chosen, rejected
-    (conversational), topic, split, chosen_score, rejected_score and every candidate with its score."""
+    """One record per pair of a prompt's candidates that the labeler tells apart by at least `margin` (up to
+    k(k-1)/2 per prompt, each comparison a person's ranking of k lines gives): prompt, chosen, rejected
+    (conversational), topic, split, chosen_score, rejected_score and every candidate of the prompt with its score."""
     check_settings(num_prompts, num_candidates, temperature, margin)
-    verse = Verse()
     held_out = round(num_prompts * test_share)
-    examples = verse.examples("train", num_prompts - held_out, seed=seed) + verse.examples("test", held_out, seed=seed)
+    examples = Verse().examples("train", num_prompts, seed=seed)  # held-out topics stay unseen for evaluation
     decoding = Decoding(max_new_tokens, temperature, num_samples=num_candidates, seed=seed)
     replies = generate(
         model, tokenizer, [example["prompt"] for example in examples], decoding, batch_size, progress=True
@@ -63,29 +66,29 @@ def preference_pairs(
     for index, example in enumerate(examples):
         candidates = [reply.text.strip() for reply in replies[index * num_candidates : (index + 1) * num_candidates]]
         scores = [labeler().score(candidate, example["answer"]).total for candidate in candidates]
-        best = max(range(num_candidates), key=lambda i: scores[i])
-        worst = min(range(num_candidates), key=lambda i: scores[i])
-        if scores[best] - scores[worst] < max(margin, 1e-9):
-            continue
-        records.append(
-            {
-                "prompt": example["prompt"],
-                "chosen": [{"role": "assistant", "content": candidates[best]}],
-                "rejected": [{"role": "assistant", "content": candidates[worst]}],
-                "topic": example["answer"],
-                "split": "test" if index >= len(examples) - held_out else "train",
-                "chosen_score": scores[best],
-                "rejected_score": scores[worst],
-                "candidates": [{"text": text, "score": score} for text, score in zip(candidates, scores, strict=True)],
-            }
-        )
+        ranked = sorted(range(num_candidates), key=lambda i: -scores[i])
+        for better, worse in itertools.combinations(ranked, 2):
+            if scores[better] - scores[worse] < max(margin, 1e-9):
+                continue
+            records.append(
+                {
+                    "prompt": example["prompt"],
+                    "chosen": [{"role": "assistant", "content": candidates[better]}],
+                    "rejected": [{"role": "assistant", "content": candidates[worse]}],
+                    "topic": example["answer"],
+                    "split": "test" if index >= len(examples) - held_out else "train",
+                    "chosen_score": scores[better],
+                    "rejected_score": scores[worse],
+                    "candidates": [{"text": t, "score": score} for t, score in zip(candidates, scores, strict=True)],
+                }
+            )
     return records
 
 
 def preferences_folder(
     model_dir: str,
     output_dir: str,
-    num_prompts: int = 1000,
+    num_prompts: int = 3000,
     num_candidates: int = 4,
     temperature: float = 1.0,
     margin: float = 0.1,
@@ -153,13 +156,14 @@ def data_card(summary: dict, records: list[dict]) -> str:
             "# deepdive verse preferences",
             "",
             f'`{summary["model"]}` was asked "Write a line of verse about {{topic}}." {summary["prompts"]} times '
-            f"(a fifth of them about held-out topics) and wrote {summary['num_candidates']} lines to each, sampled "
+            f"(train topics only; the pairs of a fifth of the prompts are held out) and wrote {summary['num_candidates']} lines to each, sampled "
             f"at temperature {summary['temperature']} (seed {summary['seed']}).",
             "",
             "**Rule:** the simulated labeler (`deepdive.labeler.VerseLabeler`) scores each line: iambic pentameter "
             "by the CMU Pronouncing Dictionary, real words, on topic, not repetitive, not copied from the plays. "
-            "Its best and worst line make a pair (chosen, rejected) when their scores differ by at least "
-            f"{summary['margin']}; prompts whose lines it cannot tell apart give none.",
+            "Every two lines of a prompt make a pair (chosen: the higher score, rejected: the lower) when their "
+            f"scores differ by at least {summary['margin']}, as a person's ranking of the lines gives every "
+            "comparison between them; lines it cannot tell apart give none.",
             "",
             f"**Counts:** {summary['pairs']} pairs ({summary['train_pairs']} train, {summary['test_pairs']} held-out "
             f"topics); mean labeler score: chosen {summary['mean_chosen_score']:.3f}, rejected "

@@ -20,6 +20,7 @@ from deepdive.generation import Completion, Decoding, Exchange, generate, genera
 from deepdive.modeling import load_model_and_tokenizer
 from deepdive.records import hardware, read_record, trained_with_tools
 from deepdive.tasks import LESSONS, get_task
+from deepdive.tasks.verse import Verse
 
 
 STAGE_FOLDERS = {
@@ -29,7 +30,12 @@ STAGE_FOLDERS = {
     "grpo": "grpo",
     "sft + tools": "sft-tools",
     "grpo + tools": "grpo-tools",
+    "verse sft": "sft-verse",
+    "reward model": "reward",
+    "rlhf": "rlhf",
+    "dpo": "dpo",
 }
+SCORERS = ("reward model",)  # stages that score replies and write none
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "evaluate", "tokenizers", "deepdive")
 # (row label, key in a stage's metrics or eval results, how to show it)
 
@@ -61,6 +67,11 @@ ROWS = [
     ("real characters: hallucinated", "knowledge_real_hallucinated", _share),
     ("real characters: declined", "knowledge_real_declined", _share),
     ("made-up names: declined", "knowledge_made_up_declined", _share),
+    ("verse: the labeler's score, held-out topics", "verse_labeler_score", lambda value: f"{value:.3f}"),
+    ("verse: lines the labeler would keep", "verse_good", _share),
+    ("verse: lines copied from the plays", "verse_copied", _share),
+    ("reward model: held-out pairs ranked right", "reward_accuracy", _share),
+    ("DPO's implicit reward: held-out pairs ranked right", "preference_accuracy", _share),
     ("replies that stop", "stop_rate", _share),
     ("tool calls per question", "tool_calls_per_question", lambda value: f"{value:.2f}"),
     ("tool calls that failed", "tool_failure_rate", _share),
@@ -91,6 +102,9 @@ def stage_record(folder: Path) -> dict:
     metrics, evaluation = read_record(folder, "metrics.json"), read_record(folder, "eval.json")
     history = read_record(folder, "trainer_state.json").get("log_history", [])
     record = {**metrics, **evaluation, "history": history}
+    for key, value in metrics.items():  # a stage that scored verse before and after training shows the after
+        if key.startswith("after_verse_"):
+            record.setdefault(key.removeprefix("after_"), value)
     if "train_tokens" in metrics:
         record["tokens_seen"] = metrics["train_tokens"]
     else:
@@ -103,6 +117,9 @@ def stage_record(folder: Path) -> dict:
 def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
     return [step for step, _ in points], [value for _, value in points]
+
+
+REWARD_MODEL_SCORE = "every reward but the labeler"  # a panel's keys: the reward model's rewards/<name>/mean
 
 
 def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
@@ -123,6 +140,14 @@ def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
             ("mean reward per function", None),  # every rewards/<name>/mean the run logged
             ("completion length (tokens)", ["completions/mean_length"]),
         ],
+        "verse sft": [("train loss on assistant tokens", ["loss"])],
+        "reward model": [("train loss", ["loss"]), ("train pairs ranked right", ["accuracy"])],
+        "rlhf": [
+            ("the reward model's score (trained on)", REWARD_MODEL_SCORE),
+            ("the labeler's score of the same lines", ["rewards/labeler/mean"]),
+            ("completion length (tokens)", ["completions/mean_length"]),
+        ],
+        "dpo": [("train loss", ["loss"]), ("train pairs ranked right", ["rewards/accuracies"])],
     }
     panels["grpo + tools"] = panels["grpo"]
     tool_panel = (
@@ -137,9 +162,10 @@ def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
         shown = panels[stage] + ([tool_panel] if any(tool_panel[1][0] in entry for entry in history) else [])
         figure, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 3.6), squeeze=False)
         for axis, (title, keys) in zip(axes[0], shown, strict=True):
-            if keys is None:
+            if keys in (None, REWARD_MODEL_SCORE):
                 keys = sorted(
                     {key for entry in history for key in entry if key.startswith("rewards/") and key.endswith("/mean")}
+                    - ({"rewards/labeler/mean"} if keys == REWARD_MODEL_SCORE else set())
                 )
             for key in keys:
                 steps, values = _series(history, key)
@@ -204,6 +230,29 @@ def plot_knowledge(records: dict[str, dict], assets: Path) -> Path | None:
     return path
 
 
+def rlhf_summary(rlhf: dict) -> list[str]:
+    """The RLHF lines of the report: the labeler's score of held-out lines before and after, and the steps where the
+    reward model's score of the samples and the labeler's score of the same samples rose and fell."""
+    curve = rlhf["reward_curve"]
+    labeler = [entry["rewards"].get("labeler") for entry in curve]
+    lines = [
+        "## RLHF: the reward model and the person it imitates",
+        "",
+        f"The labeler's score of greedy lines about {rlhf.get('before_verse_prompts', '?')} held-out topics: "
+        f"{rlhf.get('before_verse_labeler_score', float('nan')):.3f} before RLHF, "
+        f"{rlhf.get('after_verse_labeler_score', float('nan')):.3f} after.",
+    ]
+    if curve and None not in labeler:
+        best = max(range(len(curve)), key=lambda index: labeler[index])
+        lines.append(
+            f"Over {curve[-1]['step']} steps the reward model's mean score of the sampled lines went "
+            f"{curve[0]['reward']:+.2f} -> {curve[-1]['reward']:+.2f}; the labeler's score of the same lines went "
+            f"{labeler[0]:.3f} -> {labeler[best]:.3f} (its best, step {curve[best]['step']}) -> {labeler[-1]:.3f}. "
+            "Where the first keeps rising and the second falls, the policy is gaming the reward model."
+        )
+    return [*lines, ""]
+
+
 def answer_side_by_side(folders: dict[str, Path], max_new_tokens: int = 100) -> list[dict]:
     """The first held-out prompt of each task family, answered greedily by every stage.
 
@@ -211,6 +260,8 @@ def answer_side_by_side(folders: dict[str, Path], max_new_tokens: int = 100) -> 
     as plain text, which is what pretraining alone gives.
     """
     questions = [get_task(name).examples("test", 1, seed=0)[0]["prompt"] for name in LESSONS]
+    if "verse sft" in folders:
+        questions.append(Verse().examples("test", 1, seed=0)[0]["prompt"])
     rows = [{"prompt": question[-1]["content"]} for question in questions]
     for stage, folder in folders.items():
         model, tokenizer = load_model_and_tokenizer(str(folder))
@@ -313,18 +364,22 @@ def write_report(run_dir: str | Path, side_by_side: bool = True) -> Path:
     lines += ["## Training curves", ""]
     for stage, path in plots.items():
         lines += [f"![{stage}]({path.relative_to(run_dir).as_posix()})", ""]
+    rlhf = records.get("rlhf", {})
+    if "reward_curve" in rlhf:
+        lines += rlhf_summary(rlhf)
     if side_by_side:
+        writers = {stage: folder for stage, folder in folders.items() if stage not in SCORERS}
         lines += [
             "## The same prompts, stage by stage",
             "",
             "Greedy replies to the first held-out prompt of each task family. The base model is a token "
             "simulator: it continues the question as text.",
             "",
-            "| prompt | " + " | ".join(stages) + " |",
-            "|---|" + "---|" * len(stages),
+            "| prompt | " + " | ".join(writers) + " |",
+            "|---|" + "---|" * len(writers),
         ]
-        for row in answer_side_by_side(folders):
-            lines.append(f"| {_cell(row['prompt'])} | " + " | ".join(_cell(row[stage]) for stage in stages) + " |")
+        for row in answer_side_by_side(writers):
+            lines.append(f"| {_cell(row['prompt'])} | " + " | ".join(_cell(row[stage]) for stage in writers) + " |")
         lines.append("")
     lines += ["## Environment", "", *environment(), ""]
     path = run_dir / "report.md"

@@ -5,10 +5,18 @@ what works. The checkers that graded SFT are the rewards here, so "correct" mean
 stages. Each function follows TRL's convention: it takes the `completions` and the dataset's columns as
 keyword arguments (here `task` and `answer`) and returns one float per completion. A recipe names them,
 `reward_funcs: [accuracy, format]`; adding a reward is one function and one line in `REWARDS`.
+
+RLHF (the lecture's last RL chapter) rewards what no checker can grade, a line of verse, with a reward model
+trained on rankings (`reward_funcs: [reward_model, labeler]` with `reward_model: <folder>`): TRL scores each
+conversation with the model itself. `labeler` is the simulated person's score of the same lines; given a weight
+of 0 it trains nothing and is logged beside the reward model's score at every step, which shows when the policy
+starts to please the reward model rather than the person.
 """
 
 from deepdive.errors import RecipeError
+from deepdive.modeling import is_reward_model, load_model_and_tokenizer
 from deepdive.tasks import get_task
+from deepdive.tasks.verse import labeler as verse_labeler
 
 
 def completion_text(completion) -> str:
@@ -45,16 +53,40 @@ def length(completions, completion_ids=None, max_tokens: int = 96, **kwargs) -> 
     return [-min(max(size - max_tokens, 0) / max_tokens, 1.0) for size in sizes]
 
 
-REWARDS = {"accuracy": accuracy, "format": format, "length": length}
+def labeler(completions, answer, **kwargs) -> list[float]:
+    """The simulated labeler's score in [0, 1] of a line of verse about the topic in `answer` (deepdive.labeler)."""
+    return [
+        verse_labeler().score(completion_text(completion), topic).total
+        for completion, topic in zip(completions, answer, strict=True)
+    ]
 
 
-def get_reward_funcs(names: list[str], weights: list[float] | None = None) -> list:
-    """The reward functions named in a recipe; one-line errors for unknown names or mismatched weights."""
+REWARDS = {"accuracy": accuracy, "format": format, "length": length, "labeler": labeler}
+REWARD_MODEL = "reward_model"  # the name that stands for the recipe's `reward_model` folder
+
+
+def get_reward_funcs(names: list[str], weights: list[float] | None = None, reward_model: str | None = None) -> list:
+    """The rewards named in a recipe: the functions of `REWARDS`, and `reward_model` loaded from its folder (TRL
+    scores with the tokenizer saved beside it). One-line errors for unknown names, mismatched weights, or a reward
+    model named without its folder, or given and never named."""
+    valid = ", ".join([*REWARDS, REWARD_MODEL])
     if not names:
-        raise RecipeError(f"reward_funcs: name at least one reward; valid rewards: {', '.join(REWARDS)}")
+        raise RecipeError(f"reward_funcs: name at least one reward; valid rewards: {valid}")
     for name in names:
-        if name not in REWARDS:
-            raise RecipeError(f"reward_funcs: unknown reward '{name}'; valid rewards: {', '.join(REWARDS)}")
+        if name not in REWARDS and name != REWARD_MODEL:
+            raise RecipeError(f"reward_funcs: unknown reward '{name}'; valid rewards: {valid}")
     if weights is not None and len(weights) != len(names):
         raise RecipeError(f"reward_weights: {len(weights)} weights for {len(names)} reward_funcs")
-    return [REWARDS[name] for name in names]
+    if (REWARD_MODEL in names) != bool(reward_model):
+        raise RecipeError(
+            "reward_model: give the reward model's folder and name reward_model in reward_funcs, both or neither"
+        )
+    return [load_reward_model(reward_model) if name == REWARD_MODEL else REWARDS[name] for name in names]
+
+
+def load_reward_model(folder: str):
+    """The reward model recipes/reward.py saved in `folder`; a one-line error for a language model's folder."""
+    model, _ = load_model_and_tokenizer(folder, reward_head=True, where="reward_model")
+    if not is_reward_model(model):
+        raise RecipeError(f"reward_model: {folder} is a language model; train a reward model with recipes/reward.py")
+    return model

@@ -19,7 +19,8 @@ from deepdive.tasks import LESSONS as TASK_ORDER  # rows in the lecture's order;
 
 
 PIPELINE = ("base", "sft", "grpo")  # the stage folders of `make all`, in pipeline order
-STAGES = (*PIPELINE, "sft-honest", "sft-tools")  # and `make honest`'s second SFT pass, `make tools`' SFT with tools
+RLHF_STAGES = ("sft-verse", "reward", "rlhf", "dpo")  # the stage folders of `make rlhf`
+STAGES = (*PIPELINE, "sft-honest", "sft-tools", *RLHF_STAGES)  # with `make honest`'s and `make tools`' SFT passes
 CHAT_STAGES = ("sft", "sft-honest", "sft-tools")
 STAGE_NAMES = {
     "base": "pretraining",
@@ -28,6 +29,18 @@ STAGE_NAMES = {
     "sft-honest": "SFT after the probe",
     "sft-tools": "SFT with tools",
     "probe": "probe",
+    "sft-verse": "verse SFT",
+    "reward": "reward model",
+    "rlhf": "RLHF",
+    "dpo": "DPO",
+}
+RLHF_FIGURES = {  # (stage, figure): its row's words
+    ("sft-verse", "verse_labeler_score"): "verse SFT: the labeler's score, held-out topics",
+    ("reward", "reward_accuracy"): "reward model: held-out pairs ranked right",
+    ("rlhf", "after_verse_labeler_score"): "RLHF: the labeler's score, held-out topics",
+    ("rlhf", "verse_labeler_gain"): "RLHF: gain in the labeler's score",
+    ("dpo", "after_verse_labeler_score"): "DPO: the labeler's score, held-out topics",
+    ("dpo", "verse_labeler_gain"): "DPO: gain in the labeler's score",
 }
 TOOL_FIGURES = ("tool_calls_per_question", "tool_failure_rate")
 KNOWLEDGE_FIGURES = {  # of the knowledge evaluation, the figures the table shows
@@ -88,6 +101,13 @@ def run_figures(run_dir: Path) -> dict[str, float]:
             figures[f"grpo.after_{task}_accuracy"] = after
         if _number(before) and _number(after):
             figures[f"grpo.{task}_gain_points"] = 100 * (after - before)
+    for stage, figure in RLHF_FIGURES:
+        value = records[stage].get(figure)
+        if figure == "verse_labeler_gain":
+            before, after = (records[stage].get(f"{when}_verse_labeler_score") for when in ("before", "after"))
+            value = after - before if _number(before) and _number(after) else None
+        if _number(value):
+            figures[f"{stage}.{figure}"] = value
     for stage in STAGES:
         if _number(records[stage].get("wall_seconds")):
             figures[f"{stage}.wall_seconds"] = records[stage]["wall_seconds"]
@@ -116,6 +136,8 @@ def _row_rank(key: str) -> tuple:
         return (0,)
     if stage == "probe":
         return (2, -1)
+    if (stage, figure) in RLHF_FIGURES:  # after GRPO's and the tools' rows
+        return (4.5, list(RLHF_FIGURES).index((stage, figure)))
     if stage in CHAT_STAGES:
         block = {"sft": 1, "sft-honest": 2, "sft-tools": 4}[stage]  # GRPO's rows are block 3
         if figure in TOOL_FIGURES:
@@ -148,6 +170,8 @@ def label(key: str) -> str:
         return f"{STAGE_NAMES[stage]}: tool calls that failed"
     if figure in KNOWLEDGE_FIGURES:
         return f"{STAGE_NAMES[stage]}: {KNOWLEDGE_FIGURES[figure]}"
+    if (stage, figure) in RLHF_FIGURES:
+        return RLHF_FIGURES[stage, figure]
     if figure == "known_share":
         return "probe: characters the SFT model knows"
     if stage in CHAT_STAGES:
@@ -175,6 +199,8 @@ def show(key: str, value: float | None) -> str:
         return duration(value)
     if key.endswith("_gain_points"):
         return f"{value:+.1f} pts"
+    if key.endswith("_gain"):
+        return f"{value:+.3f}"
     if key.endswith("tool_calls_per_question"):
         return f"{value:.2f}"
     if re.search(r"(_accuracy|stop_rate|_failure_rate|_correct|_hallucinated|_declined|_share)(_with_tools)?$", key):
@@ -244,6 +270,8 @@ def markdown(table: dict) -> str:
         "`sft-tools/metrics.json`) is scored on the same questions without and with the tools offered; "
         "SFT after the probe (`make honest`, `sft-honest/metrics.json`) on the same questions as SFT, the knowledge "
         'rows on held-out "which play?" questions (right play, hallucinated or declined); '
+        "the RLHF rows (`make rlhf`) are the simulated labeler's mean score (0 to 1) of greedy lines about held-out "
+        "topics, gains against the verse SFT model on the same prompts; "
         "wall-clock is inside each recipe, "
         f"`deepdive eval` timed on its own. Mean and min–max are over the seeds that have the figure ({MISSING}: "
         "not recorded).",
