@@ -20,7 +20,6 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments
 
 from deepdive.configs import GRPOArguments, run_from_command_line
-from deepdive.errors import RecipeError
 from deepdive.evaluation import evaluate_tasks, evaluate_verse
 from deepdive.modeling import load_recipe_model
 from deepdive.rewards import get_reward_funcs
@@ -42,8 +41,7 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
     run = start_run(training_args, args.overwrite_output_dir, args.recipe)
     output_dir = run.output_dir
     rlhf = args.tasks == [Verse.name]
-    check_rewards(args.tasks, args.reward_funcs)
-    reward_funcs = get_reward_funcs(args.reward_funcs, training_args.reward_weights, args.reward_model)
+    reward_funcs = get_reward_funcs(args.reward_funcs, training_args.reward_weights, args.reward_model, args.tasks)
 
     # Data: problems (or verse topics) as conversational prompts; `task` and `answer` columns reach the rewards
     if rlhf:
@@ -85,21 +83,6 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
     finish_run(trainer, run, metrics)
     logger.info("metrics: %s", {k: v for k, v in metrics.items() if k != "reward_curve"})
     return metrics
-
-
-def check_rewards(tasks: list[str], reward_funcs: list[str]) -> None:
-    """Verse has no checkable answer: it trains alone, on the reward model (RLHF), never on a task's checker."""
-    if Verse.name not in tasks:
-        return
-    if tasks != [Verse.name]:
-        raise RecipeError(
-            "tasks: verse has no checkable answer and trains alone (RLHF); valid: [verse] or checkable tasks"
-        )
-    checked = [name for name in reward_funcs if name in ("accuracy", "format")]
-    if checked:
-        raise RecipeError(
-            f"reward_funcs: {', '.join(checked)} need a checkable answer; verse takes reward_model, labeler"
-        )
 
 
 def reward_curve(log_history: list[dict]) -> list[dict]:

@@ -16,6 +16,7 @@ starts to please the reward model rather than the person.
 from deepdive.errors import RecipeError
 from deepdive.modeling import is_reward_model, load_model_and_tokenizer
 from deepdive.tasks import get_task
+from deepdive.tasks.verse import Verse
 from deepdive.tasks.verse import labeler as verse_labeler
 
 
@@ -65,10 +66,23 @@ REWARDS = {"accuracy": accuracy, "format": format, "length": length, "labeler": 
 REWARD_MODEL = "reward_model"  # the name that stands for the recipe's `reward_model` folder
 
 
-def get_reward_funcs(names: list[str], weights: list[float] | None = None, reward_model: str | None = None) -> list:
+def get_reward_funcs(
+    names: list[str], weights: list[float] | None = None, reward_model: str | None = None, tasks: list[str] = ()
+) -> list:
     """The rewards named in a recipe: the functions of `REWARDS`, and `reward_model` loaded from its folder (TRL
-    scores with the tokenizer saved beside it). One-line errors for unknown names, mismatched weights, or a reward
-    model named without its folder, or given and never named."""
+    scores with the tokenizer saved beside it). One-line errors for unknown names, mismatched weights, a reward
+    model named without its folder (or given and never named), and verse (no checkable answer) mixed with checkable
+    `tasks` or rewarded by a checker."""
+    if Verse.name in tasks:
+        if list(tasks) != [Verse.name]:
+            raise RecipeError(
+                "tasks: verse has no checkable answer and trains alone (RLHF); valid: [verse] or checkable tasks"
+            )
+        checked = [name for name in names if name in ("accuracy", "format")]
+        if checked:
+            raise RecipeError(
+                f"reward_funcs: {', '.join(checked)} need a checkable answer; verse takes reward_model, labeler"
+            )
     valid = ", ".join([*REWARDS, REWARD_MODEL])
     if not names:
         raise RecipeError(f"reward_funcs: name at least one reward; valid rewards: {valid}")
