@@ -103,8 +103,13 @@ rlhf: $(RUN_DIR)/rlhf/metrics.json $(RUN_DIR)/dpo/metrics.json
 PAIR_ARGS = $(if $(filter-out runs/$(RECIPE),$(RUN_DIR)),$(if $(SEED),--seed $(SEED) )--output_dir $(RUN_DIR)/$(1) \
 	--model_name_or_path $(RUN_DIR)/$(2) $(if $(filter rlhf,$(1)),--reward_model,--prefs_dir) \
 	$(RUN_DIR)/$(if $(filter rlhf,$(1)),reward,prefs))
-$(RUN_DIR)/sft-verse/metrics.json: recipes/$(RECIPE)/sft-verse.yaml $(RUN_DIR)/sft/metrics.json
-	$(LAUNCH) recipes/sft.py --config $< $(call STAGE_ARGS,sft-verse,sft,sft) $(REDO)
+# VERSE_FROM: the SFT model the verse pass starts from, this run's own by default. `make seeds SEEDS_TARGETS=rlhf
+# VERSE_FROM=runs/tiny/sft` varies the seed of the RLHF stages alone, every seed starting from that one SFT model.
+VERSE_FROM ?= $(RUN_DIR)/sft
+VERSE_ARGS = $(if $(filter-out runs/$(RECIPE),$(RUN_DIR))$(filter-out runs/$(RECIPE)/sft,$(VERSE_FROM)),$(if \
+	$(SEED),--seed $(SEED) )--output_dir $(RUN_DIR)/sft-verse --model_name_or_path $(VERSE_FROM))
+$(RUN_DIR)/sft-verse/metrics.json: recipes/$(RECIPE)/sft-verse.yaml $(VERSE_FROM)/metrics.json
+	$(LAUNCH) recipes/sft.py --config $< $(VERSE_ARGS) $(REDO)
 
 $(RUN_DIR)/prefs/pairs.jsonl: $(RUN_DIR)/sft-verse/metrics.json
 	$(BIN)/deepdive prefs --model $(RUN_DIR)/sft-verse --output $(RUN_DIR)/prefs $(if $(SEED),--seed $(SEED))
@@ -127,10 +132,12 @@ $(RUN_DIR)/report.md: $(foreach stage,$(STAGES),$(RUN_DIR)/$(stage)/eval.json)
 
 # `make seeds SEEDS="1 2 3"`: `make all SEED=<s>` for each seed in turn (finished stages skipped), then the spread
 # over seeds, one table of every seed's records: results/<recipe>-seeds.{json,md}, and runs/<recipe>/seeds.md.
-# SEEDS_TARGETS="all tools" also runs `make tools` per seed: the table then has the SFT-with-tools rows too.
+# SEEDS_TARGETS="all tools" also runs `make tools` per seed: the table then has the SFT-with-tools rows too. The
+# command the table names to regenerate it keeps VERSE_FROM and RESULTS when they were given.
 SEEDS_TARGETS ?= all
+SEEDS_KNOBS := $(strip $(foreach knob,VERSE_FROM RESULTS,$(if $(filter command line,$(origin $(knob))),$(knob)=$($(knob)))))
 SEEDS_COMMAND := make seeds RECIPE=$(RECIPE) SEEDS="$(strip $(SEEDS))"$(if $(filter-out all,$(SEEDS_TARGETS)), \
-	SEEDS_TARGETS="$(strip $(SEEDS_TARGETS))")
+	SEEDS_TARGETS="$(strip $(SEEDS_TARGETS))")$(if $(SEEDS_KNOBS), $(SEEDS_KNOBS))
 seeds: $(STAMP)
 	@for seed in $(SEEDS); do $(MAKE) --no-print-directory $(SEEDS_TARGETS) SEED=$$seed || exit 1; done
 	$(BIN)/deepdive seeds --runs $(foreach seed,$(SEEDS),$(RUNS)/$(RECIPE)/seed-$(seed)) \

@@ -203,6 +203,25 @@ def test_make_seeds_runs_every_stage_of_each_seed_into_its_own_folder_then_the_t
     assert "--output results/micro-seeds --generated_by 'make seeds RECIPE=micro SEEDS=\"1 2\"'" in table
 
 
+def test_seeds_of_the_rlhf_stages_alone_start_from_one_sft_model(tmp_path):
+    sft = tmp_path / "shared" / "sft"
+    sft.mkdir(parents=True)
+    (sft / "metrics.json").write_text("{}")
+    knobs = (f"RUNS={tmp_path}", f"VERSE_FROM={sft}", "RESULTS=results/rlhf")
+    commands = make("-n", "-B", "seeds", "SEEDS=1 2", "SEEDS_TARGETS=rlhf", *knobs).stdout
+    for seed in (1, 2):
+        run = f"{tmp_path}/tiny/seed-{seed}"
+        assert (
+            f"recipes/sft.py --config recipes/tiny/sft-verse.yaml --seed {seed} --output_dir {run}/sft-verse "
+            f"--model_name_or_path {sft}" in commands
+        )
+        assert f"deepdive prefs --model {run}/sft-verse --output {run}/prefs --seed {seed}" in commands
+        assert f"--reward_model {run}/reward" in commands
+    assert "recipes/pretrain.py" not in commands and f"{tmp_path}/tiny/seed-1/sft " not in commands
+    assert f'SEEDS_TARGETS="rlhf" VERSE_FROM={sft} RESULTS=results/rlhf\'' in commands  # the command in its header
+    assert "--output results/rlhf/tiny-seeds" in commands
+
+
 def test_make_without_seed_runs_the_recipes_as_written():
     commands = make("-n", "-B", "all", "RECIPE=micro").stdout
     launches = [line for line in commands.splitlines() if "accelerate launch" in line]
