@@ -36,7 +36,7 @@ HUB_MODEL_ID ?=
 PRIVATE ?=
 STAGES := base sft grpo
 
-.PHONY: all seeds tools honest rlhf install pretrain sft grpo eval report push chat chat-tools serve gguf sample test chromium bench \
+.PHONY: all seeds tools honest rlhf rlhf-long install pretrain sft grpo eval report push chat chat-tools serve gguf sample test chromium bench \
 	gpu-check style quality clean
 
 install: $(STAMP)
@@ -93,11 +93,22 @@ $(RUN_DIR)/sft-honest/metrics.json: recipes/$(RECIPE)/sft-honest.yaml $(RUN_DIR)
 # `make rlhf`: the lecture's RLHF on lines of verse, which no checker can grade. A short SFT pass teaches the verse
 # task (sft-verse), the model's own lines ranked by the simulated labeler become preference pairs (prefs), a reward
 # model learns the rankings (reward), GRPO practises against the reward model (rlhf) and DPO trains on the same
-# pairs (dpo); then the report card. RLHF_STEPS runs RLHF longer, past the point where it games the reward model.
-# Not part of `make all`.
+# pairs (dpo); then the report card. RLHF_STEPS sets the RLHF stage's length. Not part of `make all`.
 RLHF_STEPS ?=
 rlhf: $(RUN_DIR)/rlhf/metrics.json $(RUN_DIR)/dpo/metrics.json
 	$(BIN)/deepdive report --run $(RUN_DIR)
+
+# `make rlhf-long`: RLHF from the same verse SFT model and reward model for RLHF_LONG_STEPS steps, past the point
+# where the policy games the reward model, in $(RUN_DIR)/long/rlhf; its report card (the two scores per step,
+# plotted) becomes the record in $(RESULTS)/rlhf/long/ that the README's RLHF section shows.
+RLHF_LONG_STEPS ?= 300
+rlhf-long: recipes/$(RECIPE)/rlhf.yaml $(RUN_DIR)/reward/metrics.json
+	$(LAUNCH) recipes/grpo.py --config $< --model_name_or_path $(RUN_DIR)/sft-verse --reward_model $(RUN_DIR)/reward \
+		--output_dir $(RUN_DIR)/long/rlhf --max_steps $(RLHF_LONG_STEPS) $(if $(SEED),--seed $(SEED)) \
+		--overwrite_output_dir true
+	$(BIN)/deepdive report --run $(RUN_DIR)/long
+	rm -rf $(RESULTS)/rlhf/long && mkdir -p $(RESULTS)/rlhf/long
+	cp -r $(RUN_DIR)/long/report.md $(RUN_DIR)/long/report $(RESULTS)/rlhf/long/
 
 # $(call PAIR_ARGS,folder,starting stage): the overrides that point an RLHF stage at RUN_DIR, as STAGE_ARGS does
 PAIR_ARGS = $(if $(filter-out runs/$(RECIPE),$(RUN_DIR)),$(if $(SEED),--seed $(SEED) )--output_dir $(RUN_DIR)/$(1) \

@@ -11,10 +11,12 @@ import pytest
 import torch
 from conftest import REPO, assert_only_the_adapter_trained, train_in_process, train_micro_in_process
 from safetensors.torch import load_file
+from test_seeds import make
 from transformers import AutoModelForSequenceClassification
 
-from deepdive import preferences
+from deepdive import evaluation, preferences
 from deepdive.errors import DataError, RecipeError
+from deepdive.generation import Completion
 from deepdive.labeler import VerseLabeler, meter_of, syllable_count, words_of
 from deepdive.modeling import load_model_and_tokenizer
 from deepdive.report import write_report
@@ -112,6 +114,27 @@ def test_an_sft_pass_with_verse_trains_on_it_and_scores_held_out_topics(micro_sf
     assert metrics["verse_prompts"] == 4  # num_test_examples of the micro recipe
     assert 0 <= metrics["verse_labeler_score"] <= 1 and 0 <= metrics["verse_good"] <= 1
     assert "[verse](data_cards/verse.md)" in (tmp_path / "verse" / "README.md").read_text()  # its model card
+
+
+def test_sampled_lines_are_scored_against_their_own_prompt_s_topic(monkeypatch):
+    topics = [example["answer"] for example in VERSE.examples("test", 2, seed=0)]
+    sampled_line = "And {topic} shall rise upon the morning sky"
+
+    def answer_in_shares(model, tokenizer, prompts, decoding, batch_size):
+        assert [prompt[-1]["content"] for prompt in prompts] == [
+            example["prompt"][-1]["content"] for example in VERSE.examples("test", 2, seed=0)
+        ]
+        if decoding.temperature == 0:
+            return [Completion("no verse at all", True) for _ in topics]
+        assert (decoding.temperature, decoding.num_samples) == (1.0, 3)
+        return [Completion(sampled_line.format(topic=topic), True) for topic in topics for _ in range(3)]
+
+    monkeypatch.setattr(evaluation, "answer_in_shares", answer_in_shares)
+    metrics = evaluation.evaluate_verse(None, None, n=2, num_samples=3)
+    scores = [labeler().score(sampled_line.format(topic=topic), topic) for topic in topics]
+    assert all(score.on_topic for score in scores)  # a line scored against another prompt's topic would not be
+    assert metrics["verse_sampled_score"] == pytest.approx(sum(score.total for score in scores) / 2)
+    assert metrics["verse_sampled_score"] > metrics["verse_labeler_score"]
 
 
 # --- Preference pairs ---------------------------------------------------------------------------------------------
@@ -321,10 +344,24 @@ def test_the_report_card_shows_each_rlhf_stage_and_the_two_scores_per_step(rlhf_
     reward = json.loads((rlhf_run / "reward" / "metrics.json").read_text())["reward_accuracy"]
     assert f"| reward model: held-out pairs ranked right | – | {reward:.1%} | – | – |" in report
     assert f"{rlhf['after_verse_labeler_score']:.3f} after." in report  # the RLHF summary
+    assert f"{rlhf['before_verse_sampled_score']:.3f} before, {rlhf['after_verse_sampled_score']:.3f} after" in report
     assert "| prompt | verse sft | rlhf | dpo |" in report  # the reward model writes nothing
     verse_prompt = VERSE.examples("test", 1, seed=0)[0]["prompt"][-1]["content"]
     assert f"| {verse_prompt} |" in report.split("## The same prompts")[1]
     assert (rlhf_run / "report" / "rlhf.png").stat().st_size > 0
+
+
+def test_make_rlhf_long_runs_rlhf_on_from_the_run_s_models_and_records_its_report(tmp_path):
+    knobs = (f"RUNS={tmp_path}", f"RESULTS={tmp_path}/results", "SEED=2", "RLHF_LONG_STEPS=7")
+    commands = make("-n", "-B", "rlhf-long", *knobs).stdout
+    run = f"{tmp_path}/tiny/seed-2"
+    lines = [" ".join(line.split()) for line in commands.replace("\\\n", " ").splitlines()]
+    assert [line.partition(" recipes/")[2] for line in lines if "recipes/grpo.py" in line] == [
+        f"grpo.py --config recipes/tiny/rlhf.yaml --model_name_or_path {run}/sft-verse --reward_model {run}/reward "
+        f"--output_dir {run}/long/rlhf --max_steps 7 --seed 2 --overwrite_output_dir true"
+    ]
+    assert f"deepdive report --run {run}/long\n" in commands
+    assert f"cp -r {run}/long/report.md {run}/long/report {tmp_path}/results/rlhf/long/" in commands
 
 
 def test_lora_on_dpo_trains_the_adapter_and_only_the_adapter(micro_sft, clear_pairs, tmp_path, monkeypatch):

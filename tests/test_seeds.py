@@ -269,23 +269,27 @@ def test_each_seed_trains_its_own_weights_and_the_table_quotes_its_records(tmp_p
 
 def test_the_rlhf_rows_quote_each_seeds_labeler_scores_and_gains(tmp_path):
     for seed, (sft, rlhf, dpo) in {1: (0.40, 0.50, 0.45), 2: (0.30, 0.36, 0.41)}.items():
+        sampled = {"before_verse_sampled_score": sft / 2, "after_verse_sampled_score": rlhf / 2 + 0.1}
         write_run(
             tmp_path / f"seed-{seed}",
             seed,
             {
                 "sft-verse": {"metrics": {"stage": "sft", "verse_labeler_score": sft}},
                 "reward": {"metrics": {"stage": "reward", "reward_accuracy": 0.8 + seed / 100}},
-                "rlhf": {"metrics": {"before_verse_labeler_score": sft, "after_verse_labeler_score": rlhf}},
+                "rlhf": {"metrics": {"before_verse_labeler_score": sft, "after_verse_labeler_score": rlhf, **sampled}},
                 "dpo": {"metrics": {"before_verse_labeler_score": sft, "after_verse_labeler_score": dpo}},
             },
         )
     table = seeds_table([tmp_path / "seed-1", tmp_path / "seed-2"])
-    assert table["metrics"]["rlhf.verse_labeler_gain"] == "RLHF: gain in the labeler's score"
+    assert table["metrics"]["rlhf.verse_labeler_gain"] == "RLHF: gain in the labeler's score, greedy lines"
     assert table["runs"]["1"]["rlhf.verse_labeler_gain"] == pytest.approx(0.10)
     assert table["runs"]["2"]["dpo.verse_labeler_gain"] == pytest.approx(0.11)
+    assert table["runs"]["1"]["rlhf.verse_sampled_gain"] == pytest.approx(0.15)  # 0.25 + 0.1 against 0.2
+    assert "dpo.verse_sampled_gain" not in table["runs"]["1"]  # DPO's record has no sampled lines
     assert table["summary"]["reward.reward_accuracy"]["min"] == pytest.approx(0.81)
-    assert list(table["metrics"])[:3] == [
+    assert list(table["metrics"])[:4] == [
         "sft-verse.verse_labeler_score",
+        "rlhf.before_verse_sampled_score",
         "reward.reward_accuracy",
         "rlhf.after_verse_labeler_score",
     ]

@@ -214,19 +214,21 @@ def evaluate_knowledge(
     return metrics
 
 
-def evaluate_verse(model, tokenizer, n: int = 200, max_new_tokens: int = 40, batch_size: int = 64) -> dict:
-    """The simulated labeler's view of `n` greedy replies to held-out "a line of verse about {topic}" prompts
-    (topics and phrasings never trained on; the same prompts for every model): `verse_labeler_score` (mean, in
+def evaluate_verse(
+    model, tokenizer, n: int = 200, max_new_tokens: int = 40, batch_size: int = 64, num_samples: int = Verse.SAMPLES
+) -> dict:
+    """The simulated labeler's view of `n` held-out "a line of verse about {topic}" prompts (topics and phrasings
+    never trained on; the same prompts for every model). Of the greedy replies: `verse_labeler_score` (mean, in
     [0, 1]), `verse_good` (share the labeler would keep), `verse_copied` (share copied from the plays), and
-    `verse_meter` / `verse_on_topic` (means of those parts of the score)."""
+    `verse_meter` / `verse_on_topic` (means of those parts of the score). Of `num_samples` lines sampled at
+    temperature 1 for each prompt (with a fixed seed), what RL practises on: `verse_sampled_score` (mean)."""
     verse = Verse()
     examples = verse.examples("test", n, seed=0)
-    replies = answer_in_shares(
-        model, tokenizer, [example["prompt"] for example in examples], Decoding(max_new_tokens), batch_size
-    )
+    prompts = [example["prompt"] for example in examples]
+    replies = answer_in_shares(model, tokenizer, prompts, Decoding(max_new_tokens), batch_size)
     scores = [labeler().score(reply.text, example["answer"]) for reply, example in zip(replies, examples, strict=True)]
     share = len(scores) or 1
-    return {
+    metrics = {
         "verse_labeler_score": sum(score.total for score in scores) / share,
         "verse_good": sum(score.total >= Verse.GOOD for score in scores) / share,
         "verse_copied": sum(score.copied for score in scores) / share,
@@ -234,6 +236,13 @@ def evaluate_verse(model, tokenizer, n: int = 200, max_new_tokens: int = 40, bat
         "verse_on_topic": sum(score.on_topic for score in scores) / share,
         "verse_prompts": len(scores),
     }
+    if num_samples:
+        sampling = Decoding(max_new_tokens, temperature=1.0, num_samples=num_samples)
+        sampled = answer_in_shares(model, tokenizer, prompts, sampling, batch_size)
+        topics = [example["answer"] for example in examples for _ in range(num_samples)]
+        totals = [labeler().score(reply.text, topic).total for reply, topic in zip(sampled, topics, strict=True)]
+        metrics["verse_sampled_score"] = sum(totals) / (len(totals) or 1)
+    return metrics
 
 
 def evaluate_pass_at_k(

@@ -68,6 +68,7 @@ ROWS = [
     ("real characters: declined", "knowledge_real_declined", _share),
     ("made-up names: declined", "knowledge_made_up_declined", _share),
     ("verse: the labeler's score, held-out topics", "verse_labeler_score", lambda value: f"{value:.3f}"),
+    ("verse: the labeler's score, sampled lines", "verse_sampled_score", lambda value: f"{value:.3f}"),
     ("verse: lines the labeler would keep", "verse_good", _share),
     ("verse: lines copied from the plays", "verse_copied", _share),
     ("reward model: held-out pairs ranked right", "reward_accuracy", _share),
@@ -242,6 +243,11 @@ def rlhf_summary(rlhf: dict) -> list[str]:
         f"{rlhf.get('before_verse_labeler_score', float('nan')):.3f} before RLHF, "
         f"{rlhf.get('after_verse_labeler_score', float('nan')):.3f} after.",
     ]
+    if "after_verse_sampled_score" in rlhf:
+        lines[-1] += (
+            f" Of lines sampled at temperature 1, as RL samples them: {rlhf['before_verse_sampled_score']:.3f} "
+            f"before, {rlhf['after_verse_sampled_score']:.3f} after."
+        )
     if curve and None not in labeler:
         best = max(range(len(curve)), key=lambda index: labeler[index])
         lines.append(

@@ -16,6 +16,7 @@ from pathlib import Path
 from deepdive.errors import DataError
 from deepdive.records import read_record
 from deepdive.tasks import LESSONS as TASK_ORDER  # rows in the lecture's order; other families after
+from deepdive.tasks.verse import Verse
 
 
 PIPELINE = ("base", "sft", "grpo")  # the stage folders of `make all`, in pipeline order
@@ -35,12 +36,17 @@ STAGE_NAMES = {
     "dpo": "DPO",
 }
 RLHF_FIGURES = {  # (stage, figure): its row's words
-    ("sft-verse", "verse_labeler_score"): "verse SFT: the labeler's score, held-out topics",
+    ("sft-verse", "verse_labeler_score"): "verse SFT: the labeler's score, greedy lines, held-out topics",
+    ("rlhf", "before_verse_sampled_score"): "verse SFT: the labeler's score, sampled lines (RLHF's check before)",
     ("reward", "reward_accuracy"): "reward model: held-out pairs ranked right",
-    ("rlhf", "after_verse_labeler_score"): "RLHF: the labeler's score, held-out topics",
-    ("rlhf", "verse_labeler_gain"): "RLHF: gain in the labeler's score",
-    ("dpo", "after_verse_labeler_score"): "DPO: the labeler's score, held-out topics",
-    ("dpo", "verse_labeler_gain"): "DPO: gain in the labeler's score",
+    ("rlhf", "after_verse_labeler_score"): "RLHF: the labeler's score, greedy lines",
+    ("rlhf", "verse_labeler_gain"): "RLHF: gain in the labeler's score, greedy lines",
+    ("rlhf", "after_verse_sampled_score"): "RLHF: the labeler's score, sampled lines",
+    ("rlhf", "verse_sampled_gain"): "RLHF: gain in the labeler's score, sampled lines",
+    ("dpo", "after_verse_labeler_score"): "DPO: the labeler's score, greedy lines",
+    ("dpo", "verse_labeler_gain"): "DPO: gain in the labeler's score, greedy lines",
+    ("dpo", "after_verse_sampled_score"): "DPO: the labeler's score, sampled lines",
+    ("dpo", "verse_sampled_gain"): "DPO: gain in the labeler's score, sampled lines",
 }
 TOOL_FIGURES = ("tool_calls_per_question", "tool_failure_rate")
 KNOWLEDGE_FIGURES = {  # of the knowledge evaluation, the figures the table shows
@@ -103,8 +109,9 @@ def run_figures(run_dir: Path) -> dict[str, float]:
             figures[f"grpo.{task}_gain_points"] = 100 * (after - before)
     for stage, figure in RLHF_FIGURES:
         value = records[stage].get(figure)
-        if figure == "verse_labeler_gain":
-            before, after = (records[stage].get(f"{when}_verse_labeler_score") for when in ("before", "after"))
+        if figure.endswith("_gain"):  # against the model the stage started from, on the same prompts
+            score = figure.removesuffix("_gain") + "_score"
+            before, after = (records[stage].get(f"{when}_{score}") for when in ("before", "after"))
             value = after - before if _number(before) and _number(after) else None
         if _number(value):
             figures[f"{stage}.{figure}"] = value
@@ -270,8 +277,9 @@ def markdown(table: dict) -> str:
         "`sft-tools/metrics.json`) is scored on the same questions without and with the tools offered; "
         "SFT after the probe (`make honest`, `sft-honest/metrics.json`) on the same questions as SFT, the knowledge "
         'rows on held-out "which play?" questions (right play, hallucinated or declined); '
-        "the RLHF rows (`make rlhf`) are the simulated labeler's mean score (0 to 1) of greedy lines about held-out "
-        "topics, gains against the verse SFT model on the same prompts; "
+        "the RLHF rows (`make rlhf`) are the simulated labeler's mean score (0 to 1) of lines about held-out topics, "
+        f"greedy and {Verse.SAMPLES} sampled at temperature 1 per prompt, gains against the verse SFT model on the "
+        "same prompts; "
         "wall-clock is inside each recipe, "
         f"`deepdive eval` timed on its own. Mean and min–max are over the seeds that have the figure ({MISSING}: "
         "not recorded).",

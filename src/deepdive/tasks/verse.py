@@ -99,6 +99,7 @@ class Verse:
     name = "verse"
     card = "verse"  # data_cards/verse.md
     GOOD = 0.6
+    SAMPLES = 8  # lines sampled per held-out prompt in evaluation, at the temperature RL and the preference pairs use
 
     def split_key(self, example: dict) -> str:
         return example["answer"]
