@@ -98,17 +98,21 @@ RLHF_STEPS ?=
 rlhf: $(RUN_DIR)/rlhf/metrics.json $(RUN_DIR)/dpo/metrics.json
 	$(BIN)/deepdive report --run $(RUN_DIR)
 
-# `make rlhf-long`: RLHF from the same verse SFT model and reward model for RLHF_LONG_STEPS steps, past the point
-# where the policy games the reward model, in $(RUN_DIR)/long/rlhf; its report card (the two scores per step,
-# plotted) becomes the record in $(RESULTS)/rlhf/long/ that the README's RLHF section shows.
+# `make rlhf-long`: RLHF from the same verse SFT model and reward model for RLHF_LONG_STEPS steps with the KL
+# penalty RLHF_LONG_BETA (0: off, the policy free to drift past the point where it games the reward model), in
+# $(RUN_DIR)/long/rlhf; its report card (the two scores per step, plotted) becomes the record in
+# $(RESULTS)/rlhf/long/ that the README's RLHF section shows. With RLHF_LONG_BETA=0.05 (the recipe's own leash) the
+# run and its record are long-beta0.05.
 RLHF_LONG_STEPS ?= 300
+RLHF_LONG_BETA ?= 0
+RLHF_LONG = long$(if $(filter-out 0,$(RLHF_LONG_BETA)),-beta$(RLHF_LONG_BETA))
 rlhf-long: recipes/$(RECIPE)/rlhf.yaml $(RUN_DIR)/reward/metrics.json
 	$(LAUNCH) recipes/grpo.py --config $< --model_name_or_path $(RUN_DIR)/sft-verse --reward_model $(RUN_DIR)/reward \
-		--output_dir $(RUN_DIR)/long/rlhf --max_steps $(RLHF_LONG_STEPS) $(if $(SEED),--seed $(SEED)) \
-		--overwrite_output_dir true
-	$(BIN)/deepdive report --run $(RUN_DIR)/long
-	rm -rf $(RESULTS)/rlhf/long && mkdir -p $(RESULTS)/rlhf/long
-	cp -r $(RUN_DIR)/long/report.md $(RUN_DIR)/long/report $(RESULTS)/rlhf/long/
+		--output_dir $(RUN_DIR)/$(RLHF_LONG)/rlhf --max_steps $(RLHF_LONG_STEPS) --beta $(RLHF_LONG_BETA) \
+		$(if $(SEED),--seed $(SEED) )--overwrite_output_dir true
+	$(BIN)/deepdive report --run $(RUN_DIR)/$(RLHF_LONG)
+	rm -rf $(RESULTS)/rlhf/$(RLHF_LONG) && mkdir -p $(RESULTS)/rlhf/$(RLHF_LONG)
+	cp -r $(RUN_DIR)/$(RLHF_LONG)/report.md $(RUN_DIR)/$(RLHF_LONG)/report $(RESULTS)/rlhf/$(RLHF_LONG)/
 
 # $(call PAIR_ARGS,folder,starting stage): the overrides that point an RLHF stage at RUN_DIR, as STAGE_ARGS does
 PAIR_ARGS = $(if $(filter-out runs/$(RECIPE),$(RUN_DIR)),$(if $(SEED),--seed $(SEED) )--output_dir $(RUN_DIR)/$(1) \

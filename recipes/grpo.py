@@ -87,7 +87,8 @@ def main(script_args: ScriptArguments, args: GRPOArguments, training_args: GRPOC
 
 def reward_curve(log_history: list[dict]) -> list[dict]:
     """Per logged step: the total reward trained on, and under `rewards` each reward function's mean (TRL's
-    `rewards/<name>/mean`), e.g. the reward model's and the labeler's score of the same samples in RLHF."""
+    `rewards/<name>/mean`), e.g. the reward model's and the labeler's score of the same samples in RLHF; with a
+    KL penalty (`beta` > 0), `kl`: how far the policy's samples have moved from the reference model."""
     curve = []
     for entry in log_history:
         if "reward" in entry:
@@ -96,7 +97,8 @@ def reward_curve(log_history: list[dict]) -> list[dict]:
                 for key, value in entry.items()
                 if key.startswith("rewards/") and key.endswith("/mean")
             }
-            curve.append({"step": entry["step"], "reward": entry["reward"], "rewards": means})
+            point = {"step": entry["step"], "reward": entry["reward"], "rewards": means}
+            curve.append(point | ({"kl": entry["kl"]} if "kl" in entry else {}))
     return curve
 
 

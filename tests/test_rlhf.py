@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from conftest import REPO, assert_only_the_adapter_trained, train_in_process, train_micro_in_process
 from safetensors.torch import load_file
 from test_seeds import make
@@ -26,6 +27,7 @@ from deepdive.tasks.verse import SYLLABLES, TOPICS, Verse, labeler, lines_by_top
 
 
 VERSE = Verse()
+TINY_RLHF = yaml.safe_load((REPO / "recipes" / "tiny" / "rlhf.yaml").read_text())
 
 
 # --- The simulated labeler ----------------------------------------------------------------------------------------
@@ -239,7 +241,7 @@ def rlhf_run(micro_sft, clear_pairs, tmp_path_factory):
         )
         train_in_process(
             "grpo", "recipes/micro/rlhf.yaml", micro_sft, run / "rlhf", "--reward_model", str(run / "reward"),
-            monkeypatch=monkeypatch,
+            "--beta", str(TINY_RLHF["beta"]), monkeypatch=monkeypatch,
         )  # fmt: skip
         train_micro_in_process("dpo", micro_sft, run / "dpo", *pairs, monkeypatch=monkeypatch)
     return run
@@ -305,6 +307,21 @@ def test_rlhf_trains_on_the_reward_model_and_logs_the_labeler_beside_it(micro_sf
     assert "[verse](data_cards/verse.md)" in (rlhf_run / "rlhf" / "README.md").read_text()
 
 
+def test_the_kl_penalty_holds_the_policy_to_a_frozen_copy_of_the_sft_model(micro_sft, rlhf_run, tmp_path, monkeypatch):
+    assert TINY_RLHF["beta"] > 0  # the tiny recipe's RLHF runs on a leash
+    trainer = train_in_process(
+        "grpo", "recipes/micro/rlhf.yaml", micro_sft, tmp_path / "kl", "--reward_model", str(rlhf_run / "reward"),
+        "--beta", str(TINY_RLHF["beta"]), "--num_test_examples", "0", monkeypatch=monkeypatch,
+    )  # fmt: skip
+    sft = load_file(micro_sft / "model.safetensors")
+    reference, policy = trainer.ref_model.state_dict(), trainer.model.state_dict()
+    hidden = [name for name in sft if ".layers." in name]
+    assert hidden and [name for name in hidden if not torch.equal(sft[name], reference[name])] == []
+    assert [name for name in hidden if torch.equal(sft[name], policy[name])] == []
+    kl = [entry["kl"] for entry in json.loads((tmp_path / "kl" / "metrics.json").read_text())["reward_curve"]]
+    assert len(kl) == 2 and kl[0] == pytest.approx(0, abs=1e-4) and kl[1] > 0  # moved away only after an update
+
+
 def test_a_reward_of_weight_0_trains_nothing(micro_sft, tmp_path, monkeypatch):
     train_micro_in_process(
         "grpo", micro_sft, tmp_path / "watch", "--tasks", "verse", "--reward_funcs", "labeler",
@@ -345,23 +362,27 @@ def test_the_report_card_shows_each_rlhf_stage_and_the_two_scores_per_step(rlhf_
     assert f"| reward model: held-out pairs ranked right | – | {reward:.1%} | – | – |" in report
     assert f"{rlhf['after_verse_labeler_score']:.3f} after." in report  # the RLHF summary
     assert f"{rlhf['before_verse_sampled_score']:.3f} before, {rlhf['after_verse_sampled_score']:.3f} after" in report
+    kl = [entry["kl"] for entry in rlhf["reward_curve"]]
+    kl_line = f"the KL of its samples was {kl[0]:.3f} at step 1, {max(kl):.3f} at most and {kl[-1]:.3f} at step 2"
+    assert kl_line in report and (rlhf_run / "report" / "rlhf.png").stat().st_size > 0
     assert "| prompt | verse sft | rlhf | dpo |" in report  # the reward model writes nothing
     verse_prompt = VERSE.examples("test", 1, seed=0)[0]["prompt"][-1]["content"]
     assert f"| {verse_prompt} |" in report.split("## The same prompts")[1]
     assert (rlhf_run / "report" / "rlhf.png").stat().st_size > 0
 
 
-def test_make_rlhf_long_runs_rlhf_on_from_the_run_s_models_and_records_its_report(tmp_path):
+@pytest.mark.parametrize("beta, record", [(None, "long"), ("0.05", "long-beta0.05")])
+def test_make_rlhf_long_runs_rlhf_on_from_the_run_s_models_and_records_its_report(tmp_path, beta, record):
     knobs = (f"RUNS={tmp_path}", f"RESULTS={tmp_path}/results", "SEED=2", "RLHF_LONG_STEPS=7")
-    commands = make("-n", "-B", "rlhf-long", *knobs).stdout
+    commands = make("-n", "-B", "rlhf-long", *knobs, *([f"RLHF_LONG_BETA={beta}"] if beta else [])).stdout
     run = f"{tmp_path}/tiny/seed-2"
     lines = [" ".join(line.split()) for line in commands.replace("\\\n", " ").splitlines()]
     assert [line.partition(" recipes/")[2] for line in lines if "recipes/grpo.py" in line] == [
         f"grpo.py --config recipes/tiny/rlhf.yaml --model_name_or_path {run}/sft-verse --reward_model {run}/reward "
-        f"--output_dir {run}/long/rlhf --max_steps 7 --seed 2 --overwrite_output_dir true"
-    ]
-    assert f"deepdive report --run {run}/long\n" in commands
-    assert f"cp -r {run}/long/report.md {run}/long/report {tmp_path}/results/rlhf/long/" in commands
+        f"--output_dir {run}/{record}/rlhf --max_steps 7 --beta {beta or 0} --seed 2 --overwrite_output_dir true"
+    ]  # by default without the recipe's KL penalty: free to game the reward model
+    assert f"deepdive report --run {run}/{record}\n" in commands
+    assert f"cp -r {run}/{record}/report.md {run}/{record}/report {tmp_path}/results/rlhf/{record}/" in commands
 
 
 def test_lora_on_dpo_trains_the_adapter_and_only_the_adapter(micro_sft, clear_pairs, tmp_path, monkeypatch):

@@ -151,16 +151,16 @@ def plot_stages(records: dict[str, dict], assets: Path) -> dict[str, Path]:
         "dpo": [("train loss", ["loss"]), ("train pairs ranked right", ["rewards/accuracies"])],
     }
     panels["grpo + tools"] = panels["grpo"]
-    tool_panel = (
-        "tool calls per reply, and the share that failed",
-        ["tools/call_frequency", "tools/failure_frequency"],
-    )
+    logged_only = [  # panels of what a run logs only with some settings: tools, a KL penalty
+        ("tool calls per reply, and the share that failed", ["tools/call_frequency", "tools/failure_frequency"]),
+        ("KL to the reference model", ["kl"]),
+    ]
     paths = {}
     for stage, record in records.items():
         history = record["history"]
         if not history or stage not in panels:
             continue
-        shown = panels[stage] + ([tool_panel] if any(tool_panel[1][0] in entry for entry in history) else [])
+        shown = panels[stage] + [panel for panel in logged_only if any(panel[1][0] in entry for entry in history)]
         figure, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 3.6), squeeze=False)
         for axis, (title, keys) in zip(axes[0], shown, strict=True):
             if keys in (None, REWARD_MODEL_SCORE):
@@ -255,6 +255,13 @@ def rlhf_summary(rlhf: dict) -> list[str]:
             f"{curve[0]['reward']:+.2f} -> {curve[-1]['reward']:+.2f}; the labeler's score of the same lines went "
             f"{labeler[0]:.3f} -> {labeler[best]:.3f} (its best, step {curve[best]['step']}) -> {labeler[-1]:.3f}. "
             "Where the first keeps rising and the second falls, the policy is gaming the reward model."
+        )
+    if curve and "kl" in curve[-1]:
+        kl = [entry["kl"] for entry in curve]
+        lines.append(
+            f"The run penalised the policy's KL to the verse SFT model (`beta`): the KL of its samples was "
+            f"{kl[0]:.3f} at step {curve[0]['step']}, {max(kl):.3f} at most and {kl[-1]:.3f} at step "
+            f"{curve[-1]['step']}."
         )
     return [*lines, ""]
 
