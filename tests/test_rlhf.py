@@ -142,7 +142,7 @@ def test_sampled_lines_are_scored_against_their_own_prompt_s_topic(monkeypatch):
 # --- Preference pairs ---------------------------------------------------------------------------------------------
 
 
-def test_pairs_are_every_two_lines_the_labeler_tells_apart_better_first(micro_sft, tmp_path):
+def test_pairs_are_lines_the_labeler_tells_apart_better_first_each_train_line_in_one_pair(micro_sft, tmp_path):
     summary = preferences.preferences_folder(
         str(micro_sft), str(tmp_path / "prefs"), num_prompts=20, num_candidates=4, margin=0.05
     )
@@ -157,11 +157,21 @@ def test_pairs_are_every_two_lines_the_labeler_tells_apart_better_first(micro_sf
         assert labeler().score(chosen, record["topic"]).total == record["chosen_score"]
         assert record["topic"] in topics_of("train")  # held-out topics stay unseen until the evaluation
         by_prompt.setdefault(json.dumps(record["prompt"]) + str(record["candidates"]), []).append(record)
-    for pairs in by_prompt.values():  # every comparison of the prompt's lines that clears the margin, once
-        scores = [candidate["score"] for candidate in pairs[0]["candidates"]]
-        expected = sum(a - b >= 0.05 for i, a in enumerate(scores) for b in scores[:i] + scores[i + 1 :])
-        assert len(pairs) == expected
-    assert {record["split"] for record in records} <= {"train", "test"}
+    splits = {"train": 0, "test": 0}
+    for pairs in by_prompt.values():
+        lines = {candidate["text"]: candidate["score"] for candidate in pairs[0]["candidates"]}
+        apart = [(a, b) for a in lines for b in lines if lines[a] - lines[b] >= 0.05]
+        paired = [(pair["chosen"][0]["content"], pair["rejected"][0]["content"]) for pair in pairs]
+        splits[pairs[0]["split"]] += 1
+        if pairs[0]["split"] == "test":  # every comparison that clears the margin, once
+            assert sorted(paired) == sorted(apart)
+            continue
+        # train: no line in two pairs, the widest gap among them, and no two unpaired lines left that are apart
+        used = [line for pair in paired for line in pair]
+        assert len(used) == len(set(used))
+        assert max(lines[a] - lines[b] for a, b in paired) == max(lines[a] - lines[b] for a, b in apart)
+        assert not [(a, b) for a, b in apart if a not in used and b not in used]
+    assert splits["train"] > 0 and splits["test"] > 0
     train = preferences.read_pairs(tmp_path / "prefs", "train")
     assert train.column_names == ["prompt", "chosen", "rejected"]
     assert train[0]["prompt"][0]["role"] == "user" and train[0]["chosen"][0]["role"] == "assistant"

@@ -275,12 +275,18 @@ def test_the_rlhf_rows_quote_each_seeds_labeler_scores_and_gains(tmp_path):
             seed,
             {
                 "sft-verse": {"metrics": {"stage": "sft", "verse_labeler_score": sft}},
-                "reward": {"metrics": {"stage": "reward", "reward_accuracy": 0.8 + seed / 100}},
+                "reward": {"metrics": {"stage": "reward", "reward_accuracy": 0.8 + seed / 100, "wall_seconds": 240.0}},
                 "rlhf": {"metrics": {"before_verse_labeler_score": sft, "after_verse_labeler_score": rlhf, **sampled}},
                 "dpo": {"metrics": {"before_verse_labeler_score": sft, "after_verse_labeler_score": dpo}},
             },
         )
+        (tmp_path / f"seed-{seed}" / "prefs").mkdir()
+        write_metrics(tmp_path / f"seed-{seed}" / "prefs", {"pairs": 100, "seconds": 200.0 + seed}, "summary.json")
     table = seeds_table([tmp_path / "seed-1", tmp_path / "seed-2"])
+    assert table["metrics"]["prefs.wall_seconds"] == "wall-clock, preference pairs"
+    assert table["runs"]["2"]["prefs.wall_seconds"] == 202.0
+    times = [key for key in table["metrics"] if key.endswith(".wall_seconds")]
+    assert times == ["prefs.wall_seconds", "reward.wall_seconds"]  # the pairs before the model that learns them
     assert table["metrics"]["rlhf.verse_labeler_gain"] == "RLHF: gain in the labeler's score, greedy lines"
     assert table["runs"]["1"]["rlhf.verse_labeler_gain"] == pytest.approx(0.10)
     assert table["runs"]["2"]["dpo.verse_labeler_gain"] == pytest.approx(0.11)

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         "--output", required=True, help="folder for pairs.jsonl and its data card, e.g. runs/tiny/prefs"
     )
     prefs.add_argument(
-        "--num_prompts", type=int, default=3000, help="prompts asked (train topics; the pairs of a fifth are held out)"
+        "--num_prompts", type=int, default=6000, help="prompts asked (train topics; the pairs of a fifth are held out)"
     )
     prefs.add_argument("--num_candidates", type=int, default=4, help="lines sampled per prompt, ranked by the labeler")
     prefs.add_argument("--temperature", type=float, default=1.0, help="temperature of the sampled lines")

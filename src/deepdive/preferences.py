@@ -4,8 +4,12 @@ Where no checker exists, a person ranks a few candidates rather than writing the
 `deepdive prefs --model runs/tiny/sft-verse` asks the model "Write a line of verse about {topic}." for prompts of
 the train topics (the held-out topics stay unseen by every RLHF stage, for the labeler's evaluation), samples
 `num_candidates` replies to each, lets
-`deepdive.labeler.VerseLabeler` rank them, and keeps every two of them as a pair (chosen, rejected) when the labeler
-tells them apart by at least `margin`. The folder it writes holds `pairs.jsonl` in TRL's conversational preference format
+`deepdive.labeler.VerseLabeler` rank them, and makes two of them a pair (chosen, rejected) when the labeler tells
+them apart by at least `margin`. A held-out prompt gives every such comparison. A train prompt gives each of its lines
+to one pair at most, the widest gaps first: the comparisons of one prompt share its lines, and a reward model that
+meets a line in several pairs learns that line rather than the preference, so that it overfits within an epoch;
+asking more prompts gives it the same number of pairs with fresh lines in each. The folder it writes holds
+`pairs.jsonl` in TRL's conversational preference format
 (`prompt`, `chosen`, `rejected`, each a list of messages; plus the topic, the split and both scores), a data card
 (`README.md`: how it was built, the rule, the counts, examples) and `summary.json`. The reward model trains on the
 train pairs and is scored on the held-out ones (a fifth of the prompts, whose sampled lines it never saw); DPO
@@ -43,7 +47,7 @@ def check_settings(num_prompts: int, num_candidates: int, temperature: float, ma
 def preference_pairs(
     model,
     tokenizer,
-    num_prompts: int = 3000,
+    num_prompts: int = 6000,
     num_candidates: int = 4,
     temperature: float = 1.0,
     margin: float = 0.1,
@@ -67,16 +71,22 @@ def preference_pairs(
         candidates = [reply.text.strip() for reply in replies[index * num_candidates : (index + 1) * num_candidates]]
         scores = [labeler().score(candidate, example["answer"]).total for candidate in candidates]
         ranked = sorted(range(num_candidates), key=lambda i: -scores[i])
-        for better, worse in itertools.combinations(ranked, 2):
-            if scores[better] - scores[worse] < max(margin, 1e-9):
-                continue
+        comparisons = [
+            (better, worse)
+            for better, worse in itertools.combinations(ranked, 2)
+            if scores[better] - scores[worse] >= max(margin, 1e-9)
+        ]
+        split = "test" if index >= len(examples) - held_out else "train"
+        if split == "train":
+            comparisons = each_line_once(comparisons, candidates, scores)
+        for better, worse in comparisons:
             records.append(
                 {
                     "prompt": example["prompt"],
                     "chosen": [{"role": "assistant", "content": candidates[better]}],
                     "rejected": [{"role": "assistant", "content": candidates[worse]}],
                     "topic": example["answer"],
-                    "split": "test" if index >= len(examples) - held_out else "train",
+                    "split": split,
                     "chosen_score": scores[better],
                     "rejected_score": scores[worse],
                     "candidates": [{"text": t, "score": score} for t, score in zip(candidates, scores, strict=True)],
@@ -85,10 +95,23 @@ def preference_pairs(
     return records
 
 
+def each_line_once(
+    comparisons: list[tuple[int, int]], candidates: list[str], scores: list[float]
+) -> list[tuple[int, int]]:
+    """The `comparisons` (index pairs into `candidates`) that keep each line text in one pair at most, taken widest
+    score gap first."""
+    kept, used = [], set()
+    for better, worse in sorted(comparisons, key=lambda pair: scores[pair[1]] - scores[pair[0]]):
+        if candidates[better] not in used and candidates[worse] not in used:
+            kept.append((better, worse))
+            used |= {candidates[better], candidates[worse]}
+    return kept
+
+
 def preferences_folder(
     model_dir: str,
     output_dir: str,
-    num_prompts: int = 3000,
+    num_prompts: int = 6000,
     num_candidates: int = 4,
     temperature: float = 1.0,
     margin: float = 0.1,
@@ -161,9 +184,11 @@ def data_card(summary: dict, records: list[dict]) -> str:
             "",
             "**Rule:** the simulated labeler (`deepdive.labeler.VerseLabeler`) scores each line: iambic pentameter "
             "by the CMU Pronouncing Dictionary, real words, on topic, not repetitive, not copied from the plays. "
-            "Every two lines of a prompt make a pair (chosen: the higher score, rejected: the lower) when their "
-            f"scores differ by at least {summary['margin']}, as a person's ranking of the lines gives every "
-            "comparison between them; lines it cannot tell apart give none.",
+            "Two lines of a prompt make a pair (chosen: the higher score, rejected: the lower) when their scores "
+            f"differ by at least {summary['margin']}; lines it cannot tell apart give none. A held-out prompt gives "
+            "every such comparison, as a person's ranking of its lines does. A train prompt gives each line to one "
+            "pair at most, the widest gaps first, so that a reward model learns the preference rather than the "
+            "lines it meets again and again.",
             "",
             f"**Counts:** {summary['pairs']} pairs ({summary['train_pairs']} train, {summary['test_pairs']} held-out "
             f"topics); mean labeler score: chosen {summary['mean_chosen_score']:.3f}, rejected "

@@ -23,6 +23,7 @@ PIPELINE = ("base", "sft", "grpo")  # the stage folders of `make all`, in pipeli
 RLHF_STAGES = ("sft-verse", "reward", "rlhf", "dpo")  # the stage folders of `make rlhf`
 STAGES = (*PIPELINE, "sft-honest", "sft-tools", *RLHF_STAGES)  # with `make honest`'s and `make tools`' SFT passes
 CHAT_STAGES = ("sft", "sft-honest", "sft-tools")
+TIMED = (*PIPELINE, "sft-honest", "sft-tools", "probe", "sft-verse", "prefs", *RLHF_STAGES[1:], "all")  # time rows
 STAGE_NAMES = {
     "base": "pretraining",
     "sft": "SFT",
@@ -31,6 +32,7 @@ STAGE_NAMES = {
     "sft-tools": "SFT with tools",
     "probe": "probe",
     "sft-verse": "verse SFT",
+    "prefs": "preference pairs",
     "reward": "reward model",
     "rlhf": "RLHF",
     "dpo": "DPO",
@@ -96,6 +98,9 @@ def run_figures(run_dir: Path) -> dict[str, float]:
         figures["probe.known_share"] = probe["known"] / probe["characters"]
     if _number(probe.get("seconds")):
         figures["probe.wall_seconds"] = probe["seconds"]
+    prefs = read_record(run_dir / "prefs", "summary.json")
+    if _number(prefs.get("seconds")):  # `deepdive prefs`: sampling and ranking the lines
+        figures["prefs.wall_seconds"] = prefs["seconds"]
     grpo = records["grpo"]
     practised = {key[len("before_") : -len("_accuracy")] for key in grpo if re.fullmatch(r"before_.+_accuracy", key)}
     practised |= {key[len("after_") : -len("_accuracy")] for key in grpo if re.fullmatch(r"after_.+_accuracy", key)}
@@ -138,7 +143,7 @@ def _row_rank(key: str) -> tuple:
     per task, SFT with tools (each task without, then with tools; stop rates; tool calls), then times."""
     stage, figure = key.split(".", 1)
     if figure.endswith("_seconds"):
-        return (5, ("wall_seconds", "eval_seconds").index(figure), (*STAGES, "probe", "all").index(stage))
+        return (5, ("wall_seconds", "eval_seconds").index(figure), TIMED.index(stage))
     if stage == "base":
         return (0,)
     if stage == "probe":
