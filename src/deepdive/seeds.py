@@ -123,8 +123,6 @@ def run_figures(run_dir: Path) -> dict[str, float]:
     for stage in STAGES:
         if _number(records[stage].get("wall_seconds")):
             figures[f"{stage}.wall_seconds"] = records[stage]["wall_seconds"]
-    if "probe.wall_seconds" in figures:  # the probe's time among the stages' times
-        figures["probe.wall_seconds"] = figures.pop("probe.wall_seconds")
     for stage in STAGES:
         eval_seconds = read_record(run_dir / stage, "eval.json").get("eval_seconds")
         if _number(eval_seconds):
