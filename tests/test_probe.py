@@ -18,7 +18,8 @@ from deepdive.generation import Completion
 from deepdive.report import write_report
 from deepdive.seeds import markdown, seeds_table
 from deepdive.tasks import TASKS, build_mixture
-from deepdive.tasks.shakespeare import DONT_KNOW, corpus_characters, says_dont_know
+from deepdive.tasks.common import phrasings_of
+from deepdive.tasks.shakespeare import DONT_KNOW, PHRASINGS, SECOND_PASS_PHRASINGS, corpus_characters, says_dont_know
 
 
 SHAKESPEARE = TASKS["shakespeare"]
@@ -191,6 +192,21 @@ def test_known_characters_keep_their_play_and_the_others_get_varied_honest_refus
             assert example["answer"] == DONT_KNOW and says_dont_know(reply)
             refusals.add(reply)
     assert len(refusals) >= 4
+
+
+def test_the_second_pass_also_asks_who_a_character_is_but_never_in_a_test_phrasing(tmp_path):
+    records = probe_result(tmp_path / "probe", known=set())
+    examples = probe.honest_examples(records, 2000, seed=1)
+    wordings = set()
+    for example in examples:
+        question, name = example["messages"][0]["content"], SHAKESPEARE.split_key(example)
+        wordings |= {
+            phrasing for phrasing in PHRASINGS + SECOND_PASS_PHRASINGS if phrasing.format(name=name) == question
+        }
+    assert set(wordings) == set(phrasings_of("shakespeare", PHRASINGS, "train") + SECOND_PASS_PHRASINGS)
+    assert not set(wordings) & set(phrasings_of("shakespeare", PHRASINGS, "test"))
+    assert any(phrasing.lower().startswith("who") for phrasing in SECOND_PASS_PHRASINGS)
+    assert not set(SECOND_PASS_PHRASINGS) & set(PHRASINGS)
 
 
 def test_second_pass_trains_on_the_probe_among_the_replayed_mixture(micro_sft, tmp_path, monkeypatch):

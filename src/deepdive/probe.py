@@ -12,8 +12,9 @@ each character known or unknown:
 Sampled answers count because a model that names the right play only on its greedy path, and another play as
 often as not, does not reliably know it. The folder it writes holds `probe.jsonl` (one row per character: its
 play, the answers counted, the share right, the verdict and a reply) and a data card, `README.md`, with the rule
-and the counts, and `summary.json` (the counts and the time taken). The second SFT pass (`probe_dir` in the SFT recipe) turns it into conversations with
-`honest_examples`: a known character keeps its play, an unknown one gets one of several honest refusals.
+and the counts, and `summary.json` (the counts and the time taken). The second SFT pass (`probe_dir` in the SFT
+recipe) turns it into conversations with `honest_examples`: a known character keeps its play, an unknown one gets
+one of several honest refusals, asked in the training phrasings and a few of its own (`SECOND_PASS_PHRASINGS`).
 """
 
 import json
@@ -205,24 +206,24 @@ def read_probe(probe_dir: str | Path) -> list[dict]:
 
 
 def honest_examples(records: list[dict], n: int, seed: int = 0) -> list[dict]:
-    """`n` conversations about the probed characters, spread evenly over them in the training phrasings: a known
-    character's answer is its play, an unknown one's a refusal drawn from REFUSALS."""
+    """`n` conversations about the probed characters, spread evenly over them, each asked in one of
+    `ShakespeareQA.second_pass_phrasings`: a known character's answer is its play, an unknown one's a refusal drawn
+    from REFUSALS."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise DataError(f"num_probe_examples: {n!r}; a whole number >= 0")
     task = ShakespeareQA()
-    phrasings = {}
-    for name, phrasing in task.probe_questions():
-        phrasings.setdefault(name, []).append(phrasing)
+    probed = {name for name, _ in task.probe_questions()}
+    phrasings = task.second_pass_phrasings()
     rng = random.Random(f"honest:{seed}")
     examples = []
     for index in range(n):
         record = records[index % len(records)]
         name = record["name"]
-        if name not in phrasings:
+        if name not in probed:
             raise DataError(
                 f"probe_dir: {name!r} is not one of the characters `deepdive probe` asks about; probe again"
             )
-        question = rng.choice(phrasings[name]).format(name=name)
+        question = rng.choice(phrasings).format(name=name)
         if record["known"]:
             reply, answer = f"{name} appears in {record['play']}.", record["play"]
         else:

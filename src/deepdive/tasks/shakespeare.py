@@ -77,7 +77,18 @@ PHRASINGS = [
     "which play is {name} in",
     "Quick question: which play has {name}?",
 ]
-NAME_IN_PHRASING = [phrasing_pattern(phrasing, name=".+?") for phrasing in PHRASINGS]
+# More ways to ask, which only the second SFT pass of `make honest` uses (`deepdive.probe.honest_examples`), with the
+# training phrasings. Identity questions start with "who" too ("who made you"), and an SFT model asked "Who is
+# <name it does not know>?" may reply about itself; these teach that "who" before a name asks about a character.
+# None of them is a test phrasing, so held-out questions stay worded in ways never trained on.
+SECOND_PASS_PHRASINGS = [
+    "Who's {name}? Which play?",
+    "Have you heard of {name}? Which play is that?",
+    "Tell me about {name}. What play are they in?",
+    "who was {name}",
+    "{name}? Which Shakespeare play is that?",
+]
+NAME_IN_PHRASING = [phrasing_pattern(phrasing, name=".+?") for phrasing in PHRASINGS + SECOND_PASS_PHRASINGS]
 DONT_KNOW = "I don't know"
 SPEAKER = re.compile(r"^([A-Z][A-Z '.&-]*):$", re.MULTILINE)
 SAYS_DONT_KNOW = re.compile(r"\b(don't|dont|do not) know\b")
@@ -234,6 +245,11 @@ class ShakespeareQA:
         what `deepdive probe` asks. No split of `questions` names a minor character."""
         phrasings = phrasings_of(self.name, PHRASINGS, "train")
         return [(name, phrasing) for name in sorted(corpus_characters().minor) for phrasing in phrasings]
+
+    def second_pass_phrasings(self) -> list[str]:
+        """How the second SFT pass of `make honest` asks about the probed characters: the training phrasings and
+        SECOND_PASS_PHRASINGS."""
+        return phrasings_of(self.name, PHRASINGS, "train") + SECOND_PASS_PHRASINGS
 
     def play_of(self, name: str) -> str:
         """The play a real character speaks in, or "I don't know" (the expected answer) for any other name."""
