@@ -27,7 +27,7 @@ from deepdive.generation import Decoding, generate
 from deepdive.modeling import check_model_folder, load_model_and_tokenizer
 from deepdive.records import write_metrics
 from deepdive.tasks.common import conversation
-from deepdive.tasks.shakespeare import DONT_KNOW, ShakespeareQA
+from deepdive.tasks.shakespeare import DONT_KNOW, ShakespeareQA, corpus_characters
 
 
 PROBE_FILE = "probe.jsonl"
@@ -212,7 +212,7 @@ def honest_examples(records: list[dict], n: int, seed: int = 0) -> list[dict]:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise DataError(f"num_probe_examples: {n!r}; a whole number >= 0")
     task = ShakespeareQA()
-    probed = {name for name, _ in task.probe_questions()}
+    probed = corpus_characters().minor
     phrasings = task.second_pass_phrasings()
     rng = random.Random(f"honest:{seed}")
     examples = []
