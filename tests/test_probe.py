@@ -203,8 +203,8 @@ def test_the_second_pass_also_asks_who_a_character_is_but_never_in_a_test_phrasi
         wordings |= {
             phrasing for phrasing in PHRASINGS + SECOND_PASS_PHRASINGS if phrasing.format(name=name) == question
         }
-    assert set(wordings) == set(phrasings_of("shakespeare", PHRASINGS, "train") + SECOND_PASS_PHRASINGS)
-    assert not set(wordings) & set(phrasings_of("shakespeare", PHRASINGS, "test"))
+    assert wordings == set(phrasings_of("shakespeare", PHRASINGS, "train") + SECOND_PASS_PHRASINGS)
+    assert not wordings & set(phrasings_of("shakespeare", PHRASINGS, "test"))
     assert any(phrasing.lower().startswith("who") for phrasing in SECOND_PASS_PHRASINGS)
     assert not set(SECOND_PASS_PHRASINGS) & set(PHRASINGS)
 
