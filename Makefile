@@ -65,16 +65,15 @@ $(RUN_DIR)/sft/metrics.json: recipes/$(RECIPE)/sft.yaml $(RUN_DIR)/base/metrics.
 $(RUN_DIR)/grpo/metrics.json: recipes/$(RECIPE)/grpo.yaml $(RUN_DIR)/sft/metrics.json
 	$(LAUNCH) recipes/grpo.py --config $< $(call STAGE_ARGS,grpo,sft,sft) $(REDO)
 
-# `make tools`: SFT again from the same base with half the conversations asked with the python and search tools
-# offered (the model calls one and answers from its result), then its evaluation with and without tools and the
-# report card with its column. Not part of `make all`.
-TOOL_SHARE ?= 0.5
+# `make tools`: SFT again from the same base with its own recipe (recipes/<recipe>/sft-tools.yaml): half the
+# conversations asked with the python and search tools offered (the model calls one and answers from its result),
+# after a repeat-after-me drill that teaches it to copy words from the question into its calls; then its
+# evaluation with and without tools and the report card with its column. Not part of `make all`.
 tools: $(RUN_DIR)/sft-tools/eval.json
 	$(BIN)/deepdive report --run $(RUN_DIR)
 
-$(RUN_DIR)/sft-tools/metrics.json: recipes/$(RECIPE)/sft.yaml $(RUN_DIR)/base/metrics.json
-	$(LAUNCH) recipes/sft.py --config $< --tool_share $(TOOL_SHARE) --output_dir $(RUN_DIR)/sft-tools \
-		$(if $(SEED),--seed $(SEED) --model_name_or_path $(RUN_DIR)/base) $(REDO)
+$(RUN_DIR)/sft-tools/metrics.json: recipes/$(RECIPE)/sft-tools.yaml $(RUN_DIR)/base/metrics.json
+	$(LAUNCH) recipes/sft.py --config $< $(call STAGE_ARGS,sft-tools,pretrain,base) $(REDO)
 
 # `make honest`: probe what the SFT model knows (runs/<recipe>/probe: probe.jsonl and its data card), then a second
 # SFT pass from it that answers the characters it knows and declines the others (sft-honest), its evaluation and the

@@ -17,7 +17,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer
 from deepdive.chat import validate_conversations
 from deepdive.configs import SFTArguments, run_from_command_line
 from deepdive.data import load_conversations
-from deepdive.errors import DataError
+from deepdive.errors import DataError, RecipeError
 from deepdive.evaluation import evaluate_knowledge, evaluate_tasks, evaluate_verse
 from deepdive.modeling import load_recipe_model
 from deepdive.probe import honest_examples, read_probe
@@ -50,8 +50,18 @@ def main(script_args: ScriptArguments, args: SFTArguments, training_args: SFTCon
         if args.probe_dir:
             extra += honest_examples(read_probe(args.probe_dir), args.num_probe_examples, seed=training_args.seed)
         extra += Verse().examples("train", args.num_verse_examples, seed=training_args.seed)  # before RLHF
+        drill = None
+        if args.num_drill_examples:
+            if not args.drill_task:
+                raise RecipeError("num_drill_examples: no drill_task to drill; name one, e.g. drill_task: repeat")
+            if training_args.train_sampling_strategy != "sequential":
+                raise RecipeError(
+                    "num_drill_examples: the drill leads only when the data is read in order; set "
+                    "train_sampling_strategy: sequential (the mixture after it is already shuffled with the seed)"
+                )
+            drill = (args.drill_task, args.num_drill_examples)
         train_dataset = build_mixture(
-            weights, args.num_train_examples, "train", training_args.seed, args.tool_share, extra=extra
+            weights, args.num_train_examples, "train", training_args.seed, args.tool_share, extra=extra, drill=drill
         )
     validate_conversations(train_dataset, "train dataset")
     train_dataset = train_dataset.select_columns([c for c in ("messages", "tools") if c in train_dataset.column_names])

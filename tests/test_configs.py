@@ -42,10 +42,16 @@ PREVIOUS = {
     "sft": ("base",),
     "grpo": ("sft",),
     "sft-honest": ("sft",),
+    "sft-tools": ("base",),
     "sft-verse": ("sft",),
     **dict.fromkeys(("reward", "rlhf", "dpo"), ("sft-verse", "sft")),
 }
-SECOND_PASSES = {"sft-honest": "sft", "sft-verse": "sft", "rlhf": "grpo"}  # recipe file -> the stage script it runs
+SECOND_PASSES = {
+    "sft-honest": "sft",
+    "sft-tools": "sft",
+    "sft-verse": "sft",
+    "rlhf": "grpo",
+}  # recipe file -> the stage script it runs
 
 
 @pytest.mark.parametrize("recipe", sorted(REPO.glob("recipes/**/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -148,6 +148,16 @@ def test_bad_input_stops_before_training(micro_base, tmp_path):
         (["--tasks", "identity", "poetry"], "error: tasks: unknown task 'poetry'; valid tasks: arithmetic, identity"),
         (["--task_weights", "1", "2"], "error: task_weights: 2 weights for 4 tasks"),
         (["--max_length", "4096"], "error: max_length: 4096 exceeds the model's 64 positions"),
+        (["--num_drill_examples", "8"], "error: num_drill_examples: no drill_task to drill; name one"),
+        (
+            ["--drill_task", "repeat", "--num_drill_examples", "8"],
+            "error: num_drill_examples: the drill leads only when the data is read in order; set "
+            "train_sampling_strategy: sequential",
+        ),
+        (
+            ["--drill_task", "poetry", "--num_drill_examples", "8", "--train_sampling_strategy", "sequential"],
+            "error: drill_task: unknown task 'poetry'; valid tasks: arithmetic",
+        ),
     ]
     for extra, message in cases:
         output_dir = tmp_path / "never"
@@ -155,3 +165,30 @@ def test_bad_input_stops_before_training(micro_base, tmp_path):
         assert result.returncode != 0
         assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-1500:]
         assert not output_dir.exists()
+
+
+def test_a_drill_is_trained_first_in_order_then_the_mixture(micro_base, tmp_path, monkeypatch):
+    """`drill_task` / `num_drill_examples` (the tools stage's repeat drill): the trainer reads the drill's
+    conversations first, in order, and every hidden matrix trains."""
+    drill = ["--drill_task", "repeat", "--num_drill_examples", "16", "--train_sampling_strategy", "sequential"]
+    output_dir = tmp_path / "drilled"
+    trainer = train_micro_in_process(
+        "sft",
+        micro_base,
+        output_dir,
+        *drill,
+        "--packing",
+        "false",
+        "--num_test_examples",
+        "0",
+        monkeypatch=monkeypatch,
+    )
+    weights = dict.fromkeys(MICRO_SFT["tasks"], 1.0)
+    built = build_mixture(weights, MICRO_SFT["num_train_examples"], "train", MICRO_SFT["seed"], drill=("repeat", 16))
+    assert built["task"][:16] == ["repeat"] * 16 and "repeat" not in built["task"][16:]
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    read = [tokenizer.decode(row) for batch in trainer.get_train_dataloader() for row in batch["input_ids"]]
+    assert len(read) == len(built)
+    for text, messages in zip(read, built["messages"], strict=True):
+        assert messages[0]["content"] in text and messages[-1]["content"] in text
+    assert_every_hidden_matrix_moved(output_dir, micro_base)

@@ -9,6 +9,8 @@ from deepdive.tasks import TASKS, build_mixture, get_task, shares_of
 from deepdive.tasks.arithmetic import CLOSINGS, OPENINGS, worked_addition, worked_subtraction
 from deepdive.tasks.arithmetic import PHRASINGS as ARITHMETIC_PHRASINGS
 from deepdive.tasks.common import final_answer, phrasings_of
+from deepdive.tasks.repeat import PHRASINGS as REPEAT_PHRASINGS
+from deepdive.tasks.repeat import items_by_split
 from deepdive.tasks.shakespeare import PHRASINGS as SHAKESPEARE_PHRASINGS
 from deepdive.tasks.spelling import PHRASINGS as SPELLING_PHRASINGS
 
@@ -42,7 +44,7 @@ def question(example: dict) -> str:
 def test_examples_are_one_user_and_one_assistant_turn(name):
     for example in generated(name)[1]:
         assert set(example) == {"messages", "prompt", "answer", "task", "tool_call", "tool_reply"}
-        assert (example["tool_call"] is None) == (example["tool_reply"] is None) == (name == "identity")
+        assert (example["tool_call"] is None) == (example["tool_reply"] is None) == (name in ("identity", "repeat"))
         user, assistant = example["messages"]
         assert user["role"] == "user" and assistant["role"] == "assistant"
         assert user["content"].strip() and assistant["content"].strip()
@@ -317,14 +319,71 @@ def test_shakespeare_checker_for_unknown_characters():
     assert not shakespeare.has_final_answer("Macbeth or Othello.")
 
 
+# --- repeat ---------------------------------------------------------------------------------------------
+
+
+def test_repeat_copies_in_training_no_word_or_name_that_spelling_or_shakespeare_asks_in_test():
+    train, test = generated("repeat")
+    train_items = {item for example in train for item in split_items(example["answer"], "train")}
+    test_items = {item for example in test for item in split_items(example["answer"], "test")}
+    asked_in_test = {TASKS["spelling"].split_key(example) for example in TASKS["spelling"].examples("test", 2000)}
+    asked_in_test |= {
+        TASKS["shakespeare"].split_key(example) for example in TASKS["shakespeare"].examples("test", 500)
+    }
+    assert not train_items & asked_in_test
+    assert test_items & asked_in_test  # the test split does copy the other families' held-out words and names
+    words, names = items_by_split()["train"]
+    assert any(item in words for item in train_items) and any(item in names for item in train_items)
+
+
+def split_items(text: str, split: str) -> list[str]:
+    """The words and names a repeated text is made of, read greedily from the split's pools (names have spaces)."""
+    words, names = items_by_split()[split]
+    pool, items, rest = set(words) | set(names), [], text.split(" ")
+    while rest:
+        size = next(size for size in range(len(rest), 0, -1) if " ".join(rest[:size]) in pool)
+        items.append(" ".join(rest[:size]))
+        rest = rest[size:]
+    return items
+
+
+def test_repeat_asks_for_the_text_after_a_space_in_quotes_and_first():
+    for examples in generated("repeat"):
+        places = set()
+        for example in examples:
+            text, asked = example["answer"], question(example)
+            assert reply(example) == text
+            places.add(
+                "quoted"
+                if f"'{text}'" in asked or f'"{text}"' in asked
+                else "first"
+                if asked.startswith(text)
+                else "after a space"
+            )
+        assert places == {"quoted", "first", "after a space"}
+    assert {len(example["answer"].split(" ")) > 1 for example in generated("repeat")[0]} == {True, False}
+
+
+def test_repeat_checker_wants_the_text_exactly():
+    repeat = TASKS["repeat"]
+    assert repeat.check("Longaville", "Longaville") and repeat.check("  Longaville\n", "Longaville")
+    assert not repeat.check("longaville", "Longaville")
+    assert not repeat.check("Longaville.", "Longaville")
+    assert not repeat.check("Longaville Longaville", "Longaville")
+    assert not repeat.check("Villiers", "Longaville")
+    assert repeat.has_final_answer("Vexgilvin roasted") and not repeat.has_final_answer("Vexgilvin\nroasted")
+
+
 # --- phrasings: test questions are worded in ways never trained on ----------------------------------------
 
-PHRASINGS = {"spelling": SPELLING_PHRASINGS, "shakespeare": SHAKESPEARE_PHRASINGS}
-KEY_FIELD = {"spelling": "word", "shakespeare": "name"}
+PHRASINGS = {"spelling": SPELLING_PHRASINGS, "shakespeare": SHAKESPEARE_PHRASINGS, "repeat": REPEAT_PHRASINGS}
+KEY_FIELD = {"spelling": "word", "shakespeare": "name", "repeat": "text"}
 
 
 def fillers_from_reply(name: str, example: dict) -> dict[str, str]:
     """What was put into the phrasing's placeholders, read from the reply rather than the question."""
+    if name == "repeat":
+        return {"text": reply(example)}
     if name == "spelling":
         spelled, counted, _ = reply(example).splitlines()
         return {"word": spelled.replace("-", ""), "letter": re.match(r"Count ([a-z]):", counted).group(1)}
@@ -340,7 +399,7 @@ def phrasing_of(name: str, example: dict) -> str:
     return phrasing
 
 
-@pytest.mark.parametrize("name", ["spelling", "shakespeare"])
+@pytest.mark.parametrize("name", ["spelling", "shakespeare", "repeat"])
 def test_test_split_asks_only_in_phrasings_held_out_of_training(name):
     assert len(set(PHRASINGS[name])) == len(PHRASINGS[name]) >= 25
     train, test = generated(name)
@@ -351,7 +410,7 @@ def test_test_split_asks_only_in_phrasings_held_out_of_training(name):
     assert train_phrasings <= set(phrasings_of(name, PHRASINGS[name], "train")) and len(train_phrasings) >= 20
 
 
-@pytest.mark.parametrize("name", ["spelling", "shakespeare"])
+@pytest.mark.parametrize("name", ["spelling", "shakespeare", "repeat"])
 def test_split_key_recovers_the_key_from_every_phrasing(name):
     task = TASKS[name]
     train, test = generated(name)
@@ -361,6 +420,7 @@ def test_split_key_recovers_the_key_from_every_phrasing(name):
     keys = {
         "spelling": ["strawberry", "letter", "count", "many"],
         "shakespeare": ["Antipholus of Ephesus", "Romeo", "Which"],
+        "repeat": ["Longaville", "Antipholus of Ephesus", "say it back", "me", "repeat", "back to me"],
     }
     for phrasing in PHRASINGS[name]:
         for key in keys[name]:
@@ -382,11 +442,11 @@ def test_spelling_asks_with_and_without_quotes_in_both_splits():
 
 
 def test_registry_looks_tasks_up_by_name():
-    assert NAMES == ["arithmetic", "identity", "long_arithmetic", "shakespeare", "spelling"]
+    assert NAMES == ["arithmetic", "identity", "long_arithmetic", "repeat", "shakespeare", "spelling"]
     assert all(get_task(name).name == name for name in NAMES)
     with pytest.raises(
         DataError,
-        match=r"^unknown task 'x'; valid tasks: arithmetic, identity, long_arithmetic, shakespeare, spelling$",
+        match=r"^unknown task 'x'; valid tasks: arithmetic, identity, long_arithmetic, repeat, shakespeare, spelling$",
     ):
         get_task("x")
 
@@ -411,7 +471,7 @@ def test_shares_use_largest_remainders_and_give_every_weighted_task_one():
         ({}, "none given"),
         (
             {"poetry": 1.0},
-            "unknown task 'poetry'; valid tasks: arithmetic, identity, long_arithmetic, shakespeare, spelling",
+            "unknown task 'poetry'; valid tasks: arithmetic, identity, long_arithmetic, repeat, shakespeare, spelling",
         ),
         ({"arithmetic": -1.0}, "'arithmetic' has weight -1.0; a weight must be a finite number >= 0"),
         ({"arithmetic": "heavy"}, "'arithmetic' has weight 'heavy'"),
@@ -422,6 +482,24 @@ def test_bad_weights_are_one_line_errors(weights, message):
     with pytest.raises(DataError, match=re.escape(message)) as error:
         build_mixture(weights, 10, "train")
     assert "\n" not in str(error.value)
+
+
+def test_a_drill_leads_the_mixture_with_conversations_of_its_own():
+    weights = {"arithmetic": 2.0, "identity": 1.0, "repeat": 1.0}
+    plain = build_mixture(weights, 40, "train", seed=0)
+    drilled = build_mixture(weights, 40, "train", seed=0, drill=("repeat", 30))
+    tasks = list(drilled["task"])
+    assert tasks[:30] == ["repeat"] * 30 and tasks[30:].count("repeat") == 10 and len(tasks) == 70
+    questions = [messages[0]["content"] for messages in drilled["messages"]]
+    assert len(set(questions)) == 70  # the drill repeats none of the mixture's conversations
+    others = sorted(question for question, task in zip(questions, tasks, strict=True) if task != "repeat")
+    plain_others = [
+        m[0]["content"] for m, task in zip(plain["messages"], plain["task"], strict=True) if task != "repeat"
+    ]
+    assert others == sorted(plain_others)
+    assert drilled.to_list() == build_mixture(weights, 40, "train", seed=0, drill=("repeat", 30)).to_list()
+    with pytest.raises(DataError, match=r"^drill_task: unknown task 'poetry'; valid tasks: arithmetic, identity"):
+        build_mixture(weights, 40, "train", drill=("poetry", 30))
 
 
 def test_build_mixture_shares_out_and_shuffles_deterministically():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from deepdive.chat import reply
+from deepdive.data import build_shakespeare
 from deepdive.errors import DataError
 from deepdive.generation import MAX_TOOL_ROUNDS, Decoding, generate_with_tools
 from deepdive.report import plot_stages
@@ -37,6 +38,44 @@ def test_a_tool_conversation_calls_the_tool_and_answers_from_its_result(family):
             assert call["tool_calls"][0]["function"]["name"] == "search"
         else:  # the calculator's result is the answer itself
             assert call["tool_calls"][0]["function"]["name"] == "python" and result["content"] == example["answer"]
+
+
+@pytest.fixture(scope="module")
+def play_tokenizer():
+    """A byte-level BPE of three train plays: real words in several pieces, " word" and "word" cut differently."""
+    return add_chat_template(train_tokenizer(build_shakespeare()["train"]["text"][:3], vocab_size=1000))
+
+
+def sublist_at(ids: list[int], part: list[int]) -> list[int]:
+    return [start for start in range(len(ids) - len(part) + 1) if ids[start : start + len(part)] == part]
+
+
+def token_turns(tokenizer, conversation: dict) -> tuple[list[int], list[int]]:
+    """The token ids of a tool conversation up to the assistant's turn (the question), and of its call."""
+    tools = json.loads(conversation["tools"])
+    user, call = conversation["messages"][:2]
+    asked = tokenizer.apply_chat_template([user], tools=tools, add_generation_prompt=True)["input_ids"]
+    both = tokenizer.apply_chat_template([user, call], tools=tools)["input_ids"]
+    assert both[: len(asked)] == asked
+    return asked, both[len(asked) :]
+
+
+@pytest.mark.parametrize(("family", "argument"), [("spelling", "code"), ("shakespeare", "query")])
+def test_a_call_copies_the_word_or_name_with_the_question_s_own_tokens(family, argument, play_tokenizer):
+    """The call writes the word (or name) as the question spells it, after a space only when the question has one
+    before it, so the pieces the call needs are pieces the question already holds, token for token."""
+    task, spaced = get_task(family), set()
+    for example in task.examples("train", 60, seed=1):
+        key, question = task.split_key(example), example["prompt"][0]["content"]
+        conversation = with_tools(example)
+        value = conversation["messages"][1]["tool_calls"][0]["function"]["arguments"][argument]
+        written = f" {key}" if f" {key}" in question else key
+        assert (f"'{written}'" if family == "spelling" else written) in value
+        spaced.add(written != key)
+        asked, called = token_turns(play_tokenizer, conversation)
+        key_ids = play_tokenizer(written, add_special_tokens=False)["input_ids"]
+        assert sublist_at(asked, key_ids) and sublist_at(called, key_ids), (question, value)
+    assert spaced == {True, False}
 
 
 def test_identity_is_answered_without_a_call_even_with_tools_offered():

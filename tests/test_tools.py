@@ -213,15 +213,21 @@ def test_search_refuses_empty_common_or_huge_queries(query):
 )
 def test_naming_a_character_finds_their_play(query, title):
     first = search(query).splitlines()[0]
-    assert first.startswith(f"[{title}] ")
+    assert first.startswith(f"In {title}, ")
+
+
+def title_and_passage(line: str) -> tuple[str, str]:
+    """A result line "In <title>, <passage>" cut in two (a title may hold a comma: "Henry VI, Part 1")."""
+    (title,) = [title for title in corpus_characters().titles if line.startswith(f"In {title}, ")]
+    return title, line.removeprefix(f"In {title}, ")
 
 
 def test_results_are_few_and_short():
     lines = search("Which play is Romeo in?").splitlines()
     assert len(lines) == SEARCH_RESULTS
     for line in lines:
-        title, _, passage = line.partition("] ")
-        assert title.startswith("[") and 0 < len(passage) <= PASSAGE_CHARS
+        title, passage = title_and_passage(line)
+        assert title == "Romeo and Juliet" and 0 < len(passage) <= PASSAGE_CHARS
 
 
 def test_a_name_not_in_the_plays_finds_nothing():
@@ -236,7 +242,7 @@ def test_search_names_the_play_of_the_held_out_shakespeare_questions():
         (phrasing.format(name=name), known[name]) for name, phrasing in ShakespeareQA().questions("test")["known"]
     ]
     assert len(questions) > 100
-    first_titles = [search(question).splitlines()[0].partition("] ")[0].removeprefix("[") for question, _ in questions]
+    first_titles = [title_and_passage(search(question).splitlines()[0])[0] for question, _ in questions]
     hits = sum(title == answer for title, (_, answer) in zip(first_titles, questions, strict=True))
     assert hits / len(questions) >= 0.95
 
@@ -257,7 +263,7 @@ def test_passages_carry_their_speaker_and_skip_headings():
 
 def test_run_tool_call_dispatches_to_the_tools():
     assert run_tool_call("python", {"code": "123+456"}) == "579"
-    assert run_tool_call("search", {"query": "ROMEO"}).startswith("[Romeo and Juliet] ")
+    assert run_tool_call("search", {"query": "ROMEO"}).startswith("In Romeo and Juliet, ")
 
 
 @pytest.mark.parametrize(

@@ -388,6 +388,15 @@ class SFTArguments(RecipeArguments):
             "one and answers from its result. 0 trains without tools."
         },
     )
+    drill_task: str | None = field(
+        default=None,
+        metadata={
+            "help": "A task family practised on its own first, before the shuffled mixture: `num_drill_examples` "
+            "conversations of it lead the training data (the tools stage drills `repeat`, copying, before the "
+            "tool calls that copy). Needs train_sampling_strategy: sequential."
+        },
+    )
+    num_drill_examples: int = field(default=0, metadata={"help": "Conversations of drill_task trained first."})
     probe_dir: str | None = field(
         default=None,
         metadata={

@@ -6,7 +6,8 @@ chat templates and TRL) can describe it, and it never raises on what the model s
 one "error: ..." line. `python` runs no Python: it walks the `ast` of one expression and knows only whole
 numbers, strings, + - * // % **, comparisons, len(s), s.count(t) and string indexing and slicing; every size is
 checked before it is computed, so no input can hang or fill memory. `search` indexes passages of a few lines,
-each opening with its speaker's name, so a query naming a character finds their own lines and their play.
+each opening with its speaker's name, so a query naming a character finds their own lines and their play; each
+passage comes back as "In <title>, <passage>", the title after a space as the assistant's reply writes it.
 """
 
 import ast
@@ -358,7 +359,7 @@ def passage_words(texts: list[str], stopwords: list[str]) -> list[list[str]]:
 
 def show_passage(title: str, text: str) -> str:
     text = " ".join(text.split())
-    return f"[{title}] {text if len(text) <= PASSAGE_CHARS else text[: PASSAGE_CHARS - 3] + '...'}"
+    return f"In {title}, {text if len(text) <= PASSAGE_CHARS else text[: PASSAGE_CHARS - 3] + '...'}"
 
 
 @functools.cache

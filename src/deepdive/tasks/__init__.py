@@ -18,6 +18,7 @@ from deepdive.errors import DataError
 from deepdive.tasks.arithmetic import Arithmetic
 from deepdive.tasks.common import check_split
 from deepdive.tasks.identity import Identity
+from deepdive.tasks.repeat import Repeat
 from deepdive.tasks.shakespeare import ShakespeareQA
 from deepdive.tasks.spelling import Spelling
 from deepdive.tools import TOOL_SCHEMAS, run_tool_call
@@ -29,6 +30,7 @@ TASKS: dict[str, object] = {
         Arithmetic("arithmetic", {1: 0.10, 2: 0.35, 3: 0.45, 4: 0.10}),
         Arithmetic("long_arithmetic", {4: 1.0}, held_out_phrasings=False),
         Identity(),
+        Repeat(),
         ShakespeareQA(),
         Spelling(),
     )
@@ -100,22 +102,36 @@ def with_tools(example: dict) -> dict:
 
 
 def build_mixture(
-    weights: dict[str, float], n: int, split: str, seed: int = 0, tool_share: float = 0.0, extra: list[dict] = ()
+    weights: dict[str, float],
+    n: int,
+    split: str,
+    seed: int = 0,
+    tool_share: float = 0.0,
+    extra: list[dict] = (),
+    drill: tuple[str, int] | None = None,
 ) -> Dataset:
     """`n` conversations of the weighted families and the `extra` examples (built with `conversation`), shuffled
     with `seed`: columns messages, prompt, answer, task, and tools (the JSON of the tools offered, or None). A
     `tool_share` of the conversations is asked with the tools offered (`with_tools`), so one model learns to
-    answer both ways."""
+    answer both ways. A `drill` (family, count) puts that many more conversations of one family first, before the
+    shuffled rest, all different from the family's share of the mixture: the dataset is then in training order."""
     check_split("build_mixture", split)
     if not 0 <= tool_share <= 1:
         raise DataError(f"tool_share: {tool_share!r} is not a share between 0 and 1")
-    examples = list(extra)
-    for name, count in sorted(shares_of(weights, n).items()):
-        examples += TASKS[name].examples(split, count, seed=seed)
+    drill_name, drill_count = drill or (None, 0)
+    if drill_name is not None and drill_name not in TASKS:
+        raise DataError(f"drill_task: unknown task {drill_name!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    shares = shares_of(weights, n)
+    examples, drilled = list(extra), []
+    for name in sorted(set(shares) | ({drill_name} if drill_count else set())):
+        lead = drill_count if name == drill_name else 0
+        generated = TASKS[name].examples(split, shares.get(name, 0) + lead, seed=seed)
+        drilled += generated[:lead]
+        examples += generated[lead:]
     random.Random(f"mixture:{split}:{seed}").shuffle(examples)
     offered = random.Random(f"tools:{split}:{seed}")
     examples = [
         with_tools(example) if tool_share and offered.random() < tool_share else {**example, "tools": None}
-        for example in examples
+        for example in drilled + examples
     ]
     return Dataset.from_list(examples).remove_columns(["tool_call", "tool_reply"])

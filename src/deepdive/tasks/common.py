@@ -38,6 +38,15 @@ def phrasing_pattern(phrasing: str, **fields: str) -> re.Pattern:
     return re.compile(pattern)
 
 
+def as_asked(phrasing: str, field: str, value: str) -> str:
+    """`value` as the question made from `phrasing` spells it: after a space when the phrasing puts one before
+    `{field}`, bare when it comes first or in quotes. The tokenizer cuts " tempest" and "tempest" into different
+    pieces (" tem" "p" "est" against "t" "em" "p" "est"), so a tool call that writes the value as asked copies the
+    question's own tokens instead of spelling the word anew."""
+    start = phrasing.index(f"{{{field}}}")
+    return f" {value}" if start and phrasing[start - 1] == " " else value
+
+
 def check_split(task: str, split: str) -> None:
     if split not in SPLITS:
         raise DataError(f"{task}: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")

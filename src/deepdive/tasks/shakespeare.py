@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from deepdive.data import build_shakespeare, read_data_card
 from deepdive.errors import DataError
 from deepdive.tasks.common import (
+    as_asked,
     check_count,
     check_split,
     check_supply,
@@ -279,7 +280,7 @@ class ShakespeareQA:
                     reply, answer = f"{name} appears in {known[name]}.", known[name]
                 else:
                     reply, answer = f"{DONT_KNOW} of a character named {name} in Shakespeare's plays.", DONT_KNOW
-                call = {"name": "search", "arguments": {"query": name}}
+                call = {"name": "search", "arguments": {"query": as_asked(phrasing, "name", name)}}
                 examples.append(conversation(self.name, phrasing.format(name=name), reply, answer, call, reply))
         rng.shuffle(examples)
         return examples

@@ -15,6 +15,7 @@ import re
 from deepdive.data import build_shakespeare
 from deepdive.tasks.common import (
     IntegerAnswer,
+    as_asked,
     check_split,
     conversation,
     phrasing_pattern,
@@ -114,9 +115,11 @@ class Spelling(IntegerAnswer):
                 letter = rng.choice([letter for letter in ALPHABET if letter not in word])
             else:
                 letter = rng.choice(sorted(set(word)))
-            question = rng.choice(phrasings).format(letter=letter, word=word)
+            phrasing = rng.choice(phrasings)
+            question = phrasing.format(letter=letter, word=word)
             count = word.count(letter)
-            call = {"name": "python", "arguments": {"code": f"'{word}'.count('{letter}')"}}
+            code = f"'{as_asked(phrasing, 'word', word)}'.count('{letter}')"  # ' tempest' when asked bare
+            call = {"name": "python", "arguments": {"code": code}}
             reply = counting_reply(word, letter)
             examples.append(conversation(self.name, question, reply, str(count), call, f"Answer: {count}"))
         return examples
