@@ -154,10 +154,6 @@ def test_bad_input_stops_before_training(micro_base, tmp_path):
             "error: num_drill_examples: the drill leads only when the data is read in order; set "
             "train_sampling_strategy: sequential",
         ),
-        (
-            ["--drill_task", "poetry", "--num_drill_examples", "8", "--train_sampling_strategy", "sequential"],
-            "error: drill_task: unknown task 'poetry'; valid tasks: arithmetic",
-        ),
     ]
     for extra, message in cases:
         output_dir = tmp_path / "never"

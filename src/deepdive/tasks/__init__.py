@@ -1,7 +1,8 @@
 """Synthetic conversations for supervised fine-tuning: one task family per lesson of the lecture.
 
 identity (knowledge of self), arithmetic (models need tokens to think), spelling (the model sees tokens, not
-letters) and shakespeare (knowledge lives in the parameters; say "I don't know" rather than hallucinate).
+letters), shakespeare (knowledge lives in the parameters; say "I don't know" rather than hallucinate) and
+repeat (the context window is working memory, read back exactly: what a tool call that copies the question needs).
 Each family generates short user/assistant conversations and owns the checker that scores a reply, so the
 same `check` grades SFT on held-out prompts and later serves as the RL reward (`has_final_answer` as the
 format reward). Every question has a key, and a stable hash of that key decides its split whatever the
