@@ -12,12 +12,13 @@ import json
 
 import pytest
 import torch
+from test_seeds import write_run
 
 from deepdive.chat import reply
 from deepdive.data import build_shakespeare
 from deepdive.errors import DataError
 from deepdive.generation import MAX_TOOL_ROUNDS, Decoding, generate_with_tools
-from deepdive.report import plot_stages
+from deepdive.report import plot_stages, write_report
 from deepdive.tasks import build_mixture, get_task, with_tools
 from deepdive.tokenizer import add_chat_template, train_tokenizer
 
@@ -172,3 +173,22 @@ def test_the_report_plots_the_tool_calls_of_grpo_with_tools_and_not_of_grpo_with
     paths = plot_stages({"grpo": {"history": steps}, "grpo + tools": {"history": with_tools}}, tmp_path)
     assert paths["grpo + tools"].name == "grpo-tools.png"
     assert png_width(paths["grpo + tools"]) == pytest.approx(png_width(paths["grpo"]) * 3 / 2, rel=0.02)  # 3 panels
+
+
+def test_the_report_card_puts_each_family_with_tools_right_below_it_repeat_included(tmp_path):
+    run = tmp_path / "seed-1"
+    sft = {"stage": "sft", "spelling_accuracy": 0.45, "repeat_accuracy": 0.1}
+    tools = {
+        "stage": "sft",
+        **{"spelling_accuracy": 0.44, "spelling_accuracy_with_tools": 0.79},
+        **{"repeat_accuracy": 0.57, "repeat_accuracy_with_tools": 0.58},
+    }
+    write_run(run, 1, {"sft": {"metrics": sft}, "sft-tools": {"metrics": tools}})
+    lines = write_report(run, side_by_side=False).read_text().splitlines()
+    rows = [line for line in lines if line.startswith(("| spelling accuracy", "| repeat accuracy"))]
+    assert rows == [
+        "| spelling accuracy | 45.0% | 44.0% |",
+        "| spelling accuracy, with tools | – | 79.0% |",
+        "| repeat accuracy (copying from the context) | 10.0% | 57.0% |",
+        "| repeat accuracy, with tools | – | 58.0% |",
+    ]

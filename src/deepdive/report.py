@@ -63,6 +63,7 @@ ROWS = [
     ("long arithmetic accuracy (RL's problems)", "long_arithmetic_accuracy", _share),
     ("spelling accuracy", "spelling_accuracy", _share),
     ("shakespeare accuracy", "shakespeare_accuracy", _share),
+    ("repeat accuracy (copying from the context)", "repeat_accuracy", _share),
     ("real characters: right play", "knowledge_real_correct", _share),
     ("real characters: hallucinated", "knowledge_real_hallucinated", _share),
     ("real characters: declined", "knowledge_real_declined", _share),
