@@ -410,6 +410,23 @@ def test_test_split_asks_only_in_phrasings_held_out_of_training(name):
     assert train_phrasings <= set(phrasings_of(name, PHRASINGS[name], "train")) and len(train_phrasings) >= 20
 
 
+def quoting(phrasing: str, field: str) -> str:
+    """The quote marks right around `{field}` in `phrasing`: '', "''", '""', or one mark as in "{letter}'s"."""
+    start = phrasing.index(f"{{{field}}}")
+    end = start + len(field) + 2
+    before = phrasing[start - 1] if start and phrasing[start - 1] in "'\"" else ""
+    return before + (phrasing[end] if end < len(phrasing) and phrasing[end] in "'\"" else "")
+
+
+@pytest.mark.parametrize(("name", "field"), [("spelling", "letter"), ("spelling", "word"), ("shakespeare", "name"),
+                                             ("repeat", "text")])  # fmt: skip
+def test_a_held_out_phrasing_is_new_wording_not_new_quoting(name, field):
+    """Training shows every way a test question quotes its letter, word or name, so held-out accuracy measures new
+    wordings; a letter in double quotes seen only at test time left the model counting some other letter."""
+    trained = {quoting(phrasing, field) for phrasing in phrasings_of(name, PHRASINGS[name], "train")}
+    assert {quoting(phrasing, field) for phrasing in phrasings_of(name, PHRASINGS[name], "test")} <= trained
+
+
 @pytest.mark.parametrize("name", ["spelling", "shakespeare", "repeat"])
 def test_split_key_recovers_the_key_from_every_phrasing(name):
     task = TASKS[name]

@@ -67,6 +67,18 @@ PHRASINGS = [
     "Hi! Count the {letter}'s in {word}.",
     "whats the count of {letter} in {word}",
     "count {letter} in {word}",
+    # The letter in double quotes too: the 39 phrasings above quote it so only in two held-out ones, so training
+    # never showed it, and those two were the tool-using model's worst (its calls counted some other letter).
+    'How many "{letter}" are in "{word}"?',
+    'How many times does the letter "{letter}" occur in {word}?',
+    'In "{word}", how many "{letter}" are there?',
+    'count "{letter}" in {word}',
+    'How often is "{letter}" in the word "{word}"?',
+    'Please count the letter "{letter}" in {word}.',
+    'Number of times "{letter}" appears in "{word}"?',
+    'How many "{letter}" letters are in the word {word}?',
+    'Tell me the count of "{letter}" in {word}.',
+    'hey, how many "{letter}" in {word}?',
 ]
 ABSENT_LETTER_SHARE = 0.2
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
