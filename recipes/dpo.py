@@ -33,7 +33,7 @@ class MuonDPOTrainer(RecipeTrainerMixin, DPOTrainer):
 def main(script_args: ScriptArguments, args: PreferenceArguments, training_args: DPOConfig, model_args: ModelConfig):
     run = start_run(training_args, args.overwrite_output_dir, args.recipe)
 
-    # Data: the labeler's pairs; the held-out topics' pairs score the implicit reward
+    # Data: the labeler's pairs; the held-out prompts' pairs score the implicit reward
     train_dataset, test_dataset = read_pairs(args.prefs_dir, "train"), read_pairs(args.prefs_dir, "test")
 
     model, tokenizer = load_recipe_model(model_args, training_args.trust_remote_code)

@@ -6,7 +6,7 @@
 A chat model (`runs/<recipe>/sft-verse`) with a new one-output head in place of its language-model head
 (`AutoModelForSequenceClassification`) + the train pairs of `deepdive prefs` (chosen / rejected lines of verse)
 -> `RewardTrainer` (the chosen line's score pushed above the rejected one's) -> pairwise accuracy on the held-out
-topics' pairs, before and after -> a Hugging Face folder (`runs/<recipe>/reward`) that recipes/grpo.py loads as
+prompts' pairs, before and after -> a Hugging Face folder (`runs/<recipe>/reward`) that recipes/grpo.py loads as
 `reward_model`. It is a lossy simulation of the person: RL against it works for a while, then finds its blind
 spots (recipes/tiny/rlhf.yaml). With `use_peft`, a LoRA adapter and the head.
 """
@@ -35,7 +35,7 @@ def main(
 ):
     run = start_run(training_args, args.overwrite_output_dir, args.recipe)
 
-    # Data: the labeler's pairs; the held-out topics' pairs score the model
+    # Data: the labeler's pairs; the held-out prompts' pairs score the model
     train_dataset, test_dataset = read_pairs(args.prefs_dir, "train"), read_pairs(args.prefs_dir, "test")
 
     # Model: the chat model under a new scalar head (LoRA: the head trains in full beside the adapter)

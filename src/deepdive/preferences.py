@@ -190,8 +190,8 @@ def data_card(summary: dict, records: list[dict]) -> str:
             "pair at most, the widest gaps first, so that a reward model learns the preference rather than the "
             "lines it meets again and again.",
             "",
-            f"**Counts:** {summary['pairs']} pairs ({summary['train_pairs']} train, {summary['test_pairs']} held-out "
-            f"topics); mean labeler score: chosen {summary['mean_chosen_score']:.3f}, rejected "
+            f"**Counts:** {summary['pairs']} pairs ({summary['train_pairs']} train, {summary['test_pairs']} from "
+            f"held-out prompts); mean labeler score: chosen {summary['mean_chosen_score']:.3f}, rejected "
             f"{summary['mean_rejected_score']:.3f}, all candidates {summary['mean_candidate_score']:.3f}.",
             "",
             "| topic | chosen (score) | rejected (score) |",
