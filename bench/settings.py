@@ -1,5 +1,6 @@
-"""Settings that win: bf16 autocast, torch.compile, the attention kernel, threads for the tiny pretraining
-step; the attention kernel and packing for the tiny SFT stage. Every variant runs in the same process, in alternating blocks, against the default.
+"""Settings that win: bf16 autocast, torch.compile, deterministic kernels, the attention kernel, threads for the
+tiny pretraining step; the attention kernel and packing for the tiny SFT stage. Every variant runs in the same
+process, in alternating blocks, against the default.
 
 Model-FLOPs throughput is reported as a share of the machine's measured matmul peak in the default's precision
 (bf16, or fp32 on a CPU without bf16 instructions, where the recipes train in fp32).
@@ -41,9 +42,9 @@ def pretraining_step_settings(rounds: int = 4, steps: int = 6, warmup: int = 4) 
     args, training_args = parse_tiny("--max_steps", "1000")
     tokenizer, blocks = train_blocks(args)
 
-    def loop(compile_model=None, bf16=None, **shape):
+    def loop(compile_model=None, bf16=None, deterministic=None, **shape):
         bare = BareLoop(tiny_model(args, training_args, tokenizer, **shape), training_args, args.muon_lr, blocks,
-                        compile_model=compile_model, bf16=bf16)  # fmt: skip
+                        compile_model=compile_model, bf16=bf16, deterministic=deterministic)  # fmt: skip
         return lambda n: timed_steps(bare.step, n)
 
     threads = torch.get_num_threads()
@@ -55,6 +56,9 @@ def pretraining_step_settings(rounds: int = 4, steps: int = 6, warmup: int = 4) 
         f"default ({precision}, compile, {args.attn_implementation} attention, {threads} threads)": loop(),
         other_precision: loop(bf16=not training_args.bf16),
         "no torch.compile": loop(compile_model=False),
+        f"full_determinism {'off' if training_args.full_determinism else 'on'}": loop(
+            deterministic=not training_args.full_determinism
+        ),
         f"{other_attention} attention": loop(attn_implementation=other_attention),
     }
     if threads > 1:

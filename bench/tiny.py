@@ -70,9 +70,20 @@ def untrained_chat_model_dir() -> str:
 
 class BareLoop:
     """A hand-written PyTorch training loop with the recipe's settings: the same model, optimizer (Muon +
-    AdamW), schedule, bf16 autocast, torch.compile, gradient clipping, batch and data order source."""
+    AdamW), schedule, bf16 autocast, torch.compile, deterministic kernels (`full_determinism`), gradient clipping,
+    batch and data order source."""
 
-    def __init__(self, model, training_args, muon_lr, dataset, compile_model=None, bf16=None, batch_size=None):
+    def __init__(
+        self,
+        model,
+        training_args,
+        muon_lr,
+        dataset,
+        compile_model=None,
+        bf16=None,
+        deterministic=None,
+        batch_size=None,
+    ):
         self.model = model
         self.optimizer = build_optimizer(model, training_args, muon_lr) or torch.optim.AdamW(
             model.parameters(), lr=training_args.learning_rate
@@ -87,6 +98,7 @@ class BareLoop:
         compile_model = training_args.torch_compile if compile_model is None else compile_model
         self.forward = torch.compile(model) if compile_model else model
         self.bf16 = training_args.bf16 if bf16 is None else bf16
+        self.deterministic = training_args.full_determinism if deterministic is None else deterministic
         self.max_grad_norm = training_args.max_grad_norm
         self.loader = torch.utils.data.DataLoader(
             dataset,
@@ -100,6 +112,15 @@ class BareLoop:
         model.train()
 
     def step(self) -> torch.Tensor:
+        # The mode is global and torch.compile compiles under the mode it meets, so set it for this loop's steps only.
+        before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(self.deterministic)
+        try:
+            return self._step()
+        finally:
+            torch.use_deterministic_algorithms(before)
+
+    def _step(self) -> torch.Tensor:
         batch = next(self.batches, None)
         if batch is None:
             self.batches = iter(self.loader)

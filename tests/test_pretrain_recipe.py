@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from conftest import REPO, run_recipe
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, pipeline
 from trl import ScriptArguments
@@ -49,6 +50,23 @@ def test_same_seed_same_model(micro_base, tmp_path):
     first = AutoModelForCausalLM.from_pretrained(micro_base).state_dict()
     second = AutoModelForCausalLM.from_pretrained(tmp_path / "again").state_dict()
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_tiny_numerics_give_one_model_per_seed(tmp_path):
+    """The tiny recipe compiles the model and trains in bf16; a compiled backward may add in a different order
+    each run, so two runs of the micro model with the tiny recipe's numerics must still agree to the bit."""
+    tiny = yaml.safe_load((REPO / "recipes/tiny/pretrain.yaml").read_text())
+    numerics = [
+        f"--{key}={str(tiny[key]).lower()}" for key in ("torch_compile", "bf16", "full_determinism") if key in tiny
+    ]
+    assert "--torch_compile=true" in numerics
+    models = []
+    for name in ("first", "second"):
+        run_recipe(
+            "pretrain.py", "--config", "recipes/micro/pretrain.yaml", *numerics, "--output_dir", str(tmp_path / name)
+        )
+        models.append(AutoModelForCausalLM.from_pretrained(tmp_path / name).state_dict())
+    assert all(torch.equal(models[0][name], models[1][name]) for name in models[0])
 
 
 def test_trains_on_a_local_text_file(tmp_path):
