@@ -40,11 +40,27 @@ def trained_with_tools(folder: str | Path) -> bool:
 
 
 def hardware() -> str:
-    """The accelerator, or the CPU, a run trained on, in words."""
+    """The accelerator, or the CPU, a run trained on, in words: its model and bf16 instructions, which set the speed
+    of every CPU figure ("2 CPU cores (AMD EPYC, AVX512-BF16), no GPU")."""
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    bf16 = "" if cpu_has_bf16() else ", no bf16 instructions"
-    return f"{os.cpu_count()} CPU cores ({platform.machine()}{bf16}), no GPU"
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
+    features = [name.upper().replace("_", "-") for name in CPU_BF16_FEATURES if capabilities.get(name)]
+    if features:
+        bf16 = ", ".join(features)
+    else:
+        bf16 = "bf16 instructions unknown" if cpu_has_bf16() else "no bf16 instructions"
+    return f"{os.cpu_count()} CPU cores ({cpu_model()}, {bf16}), no GPU"
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name as Linux reports it, else its architecture."""
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.machine()
 
 
 # Instruction-set features with which a CPU multiplies bfloat16 matrices in hardware: Intel's AMX and AVX512-BF16,
