@@ -52,6 +52,7 @@ def test_same_seed_same_model(micro_base, tmp_path):
     assert all(torch.equal(first[name], second[name]) for name in first)
 
 
+@pytest.mark.slow
 def test_tiny_numerics_give_one_model_per_seed(tmp_path):
     """The tiny recipe compiles the model and trains in bf16; a compiled backward may add in a different order
     each run, so two runs of the micro model with the tiny recipe's numerics must still agree to the bit."""
