@@ -8,11 +8,12 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, run_recipe
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, pipeline
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainingArguments, pipeline
 from trl import ScriptArguments
 
 from deepdive.configs import PretrainArguments, parse_recipe
 from deepdive.data import build_shakespeare
+from deepdive.modeling import build_model
 
 
 def test_writes_a_hugging_face_model_folder(micro_base):
@@ -66,6 +67,8 @@ def test_tiny_numerics_give_one_model_per_seed(tmp_path):
         run_recipe("pretrain.py", "--config", "recipes/micro/pretrain.yaml", *numerics, "--max_steps", "2",
                    "--eval_strategy", "no", "--save_strategy", "no", "--output_dir", str(tmp_path / name))  # fmt: skip
         models.append(AutoModelForCausalLM.from_pretrained(tmp_path / name).state_dict())
+    initial = build_model(AutoConfig.from_pretrained(tmp_path / "first"), seed=42).state_dict()  # micro recipe's seed
+    assert all(not torch.equal(initial[name], models[0][name]) for name in models[0])  # every weight trained
     assert all(torch.equal(models[0][name], models[1][name]) for name in models[0])
 
 
