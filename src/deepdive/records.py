@@ -44,12 +44,11 @@ def hardware() -> str:
     of every CPU figure ("2 CPU cores (AMD EPYC, AVX512-BF16), no GPU")."""
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
-    features = [name.upper().replace("_", "-") for name in CPU_BF16_FEATURES if capabilities.get(name)]
-    if features:
-        bf16 = ", ".join(features)
+    features = cpu_bf16_features()
+    if features is None:
+        bf16 = "bf16 instructions unknown"
     else:
-        bf16 = "bf16 instructions unknown" if cpu_has_bf16() else "no bf16 instructions"
+        bf16 = ", ".join(name.upper().replace("_", "-") for name in features) or "no bf16 instructions"
     return f"{os.cpu_count()} CPU cores ({cpu_model()}, {bf16}), no GPU"
 
 
@@ -68,11 +67,17 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 CPU_BF16_FEATURES = ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16")
 
 
+def cpu_bf16_features() -> list[str] | None:
+    """The CPU_BF16_FEATURES this CPU has (None when this torch cannot tell)."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None:
+        return None
+    capabilities = get_capabilities()
+    return [feature for feature in CPU_BF16_FEATURES if capabilities.get(feature, False)]
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively, so that bf16 autocast is faster on it than float32 (True
     when this torch cannot tell)."""
-    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
-    if get_capabilities is None:
-        return True
-    capabilities = get_capabilities()
-    return any(capabilities.get(feature, False) for feature in CPU_BF16_FEATURES)
+    features = cpu_bf16_features()
+    return features is None or bool(features)
