@@ -5,7 +5,7 @@ import json
 import sys
 
 import pytest
-from conftest import REPO, STAGES
+from conftest import REPO, STAGES, run_recipe
 
 from deepdive.configs import parse_recipe
 from deepdive.errors import DeepdiveError
@@ -23,6 +23,8 @@ def jsonl(*records) -> str:
 CASES = [
     ("unknown recipe field", "pretrain", {"r.yaml": "hiden_size: 64\n"}, ["--config", "{tmp}/r.yaml"],
      "{tmp}/r.yaml: unknown field 'hiden_size'; did you mean hidden_size"),
+    ("unknown command-line argument", "pretrain", {}, ["--hiden_size", "3"],
+     "unknown argument '--hiden_size'; did you mean hidden_size"),
     ("ill-typed recipe field", "pretrain", {"r.yaml": "learning_rate: fast\n"}, ["--config", "{tmp}/r.yaml"],
      "{tmp}/r.yaml: field 'learning_rate' must be float, got 'fast'"),
     ("recipe file missing", "pretrain", {}, ["--config", "{tmp}/nowhere.yaml"], "--config: {tmp}/nowhere.yaml does not exist"),
@@ -35,14 +37,16 @@ CASES = [
      ["--data_files", "{tmp}/docs.jsonl"], "data_files: {tmp}/docs.jsonl line 2 is not valid JSON"),
     ("JSONL without the text column", "pretrain", {"docs.jsonl": jsonl({"body": "a"}, {"body": "b"})},
      ["--data_files", "{tmp}/docs.jsonl"], "data_files: {tmp}/docs.jsonl line 1 has no string field 'text'"),
-    ("vocab size below the tokenizer's", "pretrain", {}, ["--tokenizer_name_or_path", "{base}", "--vocab_size", "100"],
-     "vocab_size: 100 is smaller than the tokenizer's"),
+    ("vocab size not above the byte tokens", "pretrain", {}, ["--vocab_size", "100"],
+     "vocab_size: must exceed the 256 byte tokens"),
+    ("vocab size below the tokenizer's", "pretrain", {}, ["--tokenizer_name_or_path", "{base}", "--vocab_size", "300"],
+     "vocab_size: 300 is smaller than the tokenizer's 512 tokens"),
     ("eval stride not shorter than the sequence", "pretrain", {}, ["--eval_stride", "64"],
      "eval_stride: 64 must be at least 1 and below seq_len (64)"),
     ("output path not writable", "pretrain", {"file": "not a folder"}, ["--output_dir", "{tmp}/file/run"],
      "output_dir: cannot write to {tmp}/file/run"),
     ("conversation with an unknown role", "sft", {"c.jsonl": jsonl({"messages": [{"role": "robot", "content": "x"}, *CHAT]})},
-     ["--data_files", "{tmp}/c.jsonl"], "train dataset"),
+     ["--data_files", "{tmp}/c.jsonl"], "train dataset row 0: unknown role 'robot'; valid roles: system"),
     ("conversation without an assistant turn", "sft", {"c.jsonl": jsonl({"messages": CHAT[:1]})},
      ["--data_files", "{tmp}/c.jsonl"], "train dataset"),
     ("dataset without a messages column", "sft", {"c.jsonl": jsonl({"text": "Hello"})}, ["--data_files", "{tmp}/c.jsonl"],
@@ -54,6 +58,12 @@ CASES = [
     ("unknown task", "sft", {}, ["--tasks", "arithmetic", "poetry"], "tasks: unknown task 'poetry'; valid tasks:"),
     ("task weights of the wrong length", "sft", {}, ["--tasks", "arithmetic", "spelling", "--task_weights", "1.0"],
      "task_weights: 1 weights for 2 tasks"),
+    ("a drill without a drill task", "sft", {}, ["--num_drill_examples", "8"],
+     "num_drill_examples: no drill_task to drill; name one"),
+    ("a drill in shuffled data", "sft", {}, ["--drill_task", "repeat", "--num_drill_examples", "8"],
+     "num_drill_examples: the drill leads only when the data is read in order; set train_sampling_strategy: "
+     "sequential"),
+    ("unknown GRPO task", "grpo", {}, ["--tasks", "poetry"], "tasks: unknown task 'poetry'; valid tasks: arithmetic"),
     ("unknown reward", "grpo", {}, ["--reward_funcs", "accuracy", "style"],
      "reward_funcs: unknown reward 'style'; valid rewards: accuracy, format, length"),
     ("reward weights of the wrong length", "grpo", {}, ["--reward_weights", "1.0"], "reward_weights: 1 weights for 3 reward_funcs"),
@@ -103,4 +113,18 @@ def test_bad_input_stops_in_one_line_before_anything_is_written(
     text = str(error.value)
     assert "\n" not in text
     assert text.startswith(message.format(**fill)), text
+    assert not output_dir.exists()
+
+
+def test_a_recipe_script_ends_in_one_error_line_and_a_failing_status(tmp_path):
+    """The table above calls each recipe's `main`; run as a script, a recipe turns the same error into the last
+    line of its output, `error: ...`, and a non-zero exit status, with nothing written."""
+    output_dir = tmp_path / "run"
+    result = run_recipe(
+        "pretrain.py", "--config", "recipes/micro/pretrain.yaml", "--output_dir", str(output_dir), "--hiden_size",
+        "3", check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: unknown argument '--hiden_size'; did you mean hidden_size"), result.stderr
     assert not output_dir.exists()

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -11,31 +10,24 @@ from conftest import REPO, rescored, run_micro
 
 from deepdive import hub
 from deepdive.cards import build_model_card
+from deepdive.cli import main as deepdive
 from deepdive.errors import RecipeError
 from deepdive.tasks import TASKS
 
 
-def deepdive(*args: str) -> subprocess.CompletedProcess:
-    """Run the `deepdive` command the way a user does."""
-    result = subprocess.run(
-        [sys.executable, "-m", "deepdive.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def micro_run(micro_base, micro_sft, tmp_path_factory):
-    """A run folder laid out as `make all` leaves it: base/, sft/, grpo/, each evaluated, and a report card."""
+    """A run folder laid out as `make all` leaves it: base/, sft/, grpo/, each evaluated, and a report card (the
+    `deepdive` commands run in this process)."""
     run = tmp_path_factory.mktemp("pipeline") / "micro"
     shutil.copytree(micro_base, run / "base")
     shutil.copytree(micro_sft, run / "sft")
     run_micro("grpo", run / "sft", run / "grpo")
     for stage in ("base", "sft", "grpo"):
         deepdive(
-            "eval", "--model", str(run / stage), "--num_test_examples", "4", "--num_samples", "2", "--k", "1", "2"
+            ["eval", "--model", str(run / stage), "--num_test_examples", "4", "--num_samples", "2", "--k", "1", "2"]
         )
-    deepdive("report", "--run", str(run))
+    deepdive(["report", "--run", str(run)])
     return run
 
 

@@ -46,8 +46,13 @@ def test_logs_eval_bits_per_byte_and_samples(micro_base):
     assert {sample["step"] for sample in samples} == {3, 6} and samples[0]["prompt"] == "ROMEO:\n"
 
 
-def test_same_seed_same_model(micro_base, tmp_path):
+def test_same_seed_same_losses_and_model(micro_base, tmp_path):
     run_recipe("pretrain.py", "--config", "recipes/micro/pretrain.yaml", "--output_dir", str(tmp_path / "again"))
+    losses = []
+    for run in (micro_base, tmp_path / "again"):
+        history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+        losses.append([entry["loss"] for entry in history if "loss" in entry])
+    assert len(losses[0]) == 6 and losses[0] == losses[1]
     first = AutoModelForCausalLM.from_pretrained(micro_base).state_dict()
     second = AutoModelForCausalLM.from_pretrained(tmp_path / "again").state_dict()
     assert all(torch.equal(first[name], second[name]) for name in first)
@@ -132,31 +137,3 @@ def test_tokenizer_never_sees_the_validation_plays(monkeypatch, tmp_path):
         pretrain.main(*parse_recipe((ScriptArguments, PretrainArguments, TrainingArguments), recipe))
     assert len(seen) == 34
     assert not set(seen) & set(build_shakespeare()["validation"]["text"])
-
-
-def test_bad_input_stops_before_anything_is_written(tmp_path, micro_base):
-    output_dir = tmp_path / "never"
-    (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
-    cases = [
-        (["--hiden_size", "3"], "error: unknown argument '--hiden_size'; did you mean hidden_size"),
-        (["--data_files", str(tmp_path / "missing.txt")], f"error: data_files: {tmp_path / 'missing.txt'} does not"),
-        (["--data_files", str(tmp_path / "empty.txt")], f"error: data_files: {tmp_path / 'empty.txt'} hold no text"),
-        (["--vocab_size", "100"], "error: vocab_size: must exceed the 256 byte tokens"),
-        (
-            ["--tokenizer_name_or_path", str(micro_base), "--vocab_size", "300"],
-            "error: vocab_size: 300 is smaller than the tokenizer's 512 tokens",
-        ),
-    ]
-    for extra, message in cases:
-        result = run_recipe(
-            "pretrain.py",
-            "--config",
-            "recipes/micro/pretrain.yaml",
-            "--output_dir",
-            str(output_dir),
-            *extra,
-            check=False,
-        )
-        assert result.returncode != 0
-        assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
-        assert not output_dir.exists()
