@@ -109,6 +109,12 @@ def train_micro_in_process(stage: str, model_dir, output_dir, *extra: str, monke
     )
 
 
+def logged_losses(output_dir) -> list[float]:
+    """The training losses a finished run logged, in order (its `trainer_state.json`)."""
+    history = json.loads((Path(output_dir) / "trainer_state.json").read_text())["log_history"]
+    return [entry["loss"] for entry in history if "loss" in entry]
+
+
 def assert_only_the_adapter_trained(model, base_dir) -> None:
     """Every `lora_B` of the PEFT `model` left its initial zeros; every base weight equals `base_dir`'s, bit for bit."""
     base = AutoModelForCausalLM.from_pretrained(base_dir).state_dict()

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import REPO, run_recipe
+from conftest import REPO, logged_losses, run_recipe
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainingArguments, pipeline
 from trl import ScriptArguments
 
@@ -48,10 +48,7 @@ def test_logs_eval_bits_per_byte_and_samples(micro_base):
 
 def test_same_seed_same_losses_and_model(micro_base, tmp_path):
     run_recipe("pretrain.py", "--config", "recipes/micro/pretrain.yaml", "--output_dir", str(tmp_path / "again"))
-    losses = []
-    for run in (micro_base, tmp_path / "again"):
-        history = json.loads((run / "trainer_state.json").read_text())["log_history"]
-        losses.append([entry["loss"] for entry in history if "loss" in entry])
+    losses = [logged_losses(run) for run in (micro_base, tmp_path / "again")]
     assert len(losses[0]) == 6 and losses[0] == losses[1]
     first = AutoModelForCausalLM.from_pretrained(micro_base).state_dict()
     second = AutoModelForCausalLM.from_pretrained(tmp_path / "again").state_dict()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, run_recipe
+from conftest import REPO, logged_losses, run_recipe
 from safetensors.torch import load_file
 
 from deepdive.records import read_record
@@ -24,9 +24,7 @@ LONG_MICRO = [
 
 
 def final_state(output_dir):
-    weights = load_file(output_dir / "model.safetensors")
-    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
-    return weights, [entry["loss"] for entry in history if "loss" in entry]
+    return load_file(output_dir / "model.safetensors"), logged_losses(output_dir)
 
 
 def test_pretraining_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
