@@ -6,8 +6,11 @@ chat templates and TRL) can describe it, and it never raises on what the model s
 one "error: ..." line. `python` runs no Python: it walks the `ast` of one expression and knows only whole
 numbers, strings, + - * // % **, comparisons, len(s), s.count(t) and string indexing and slicing; every size is
 checked before it is computed, so no input can hang or fill memory. `search` indexes passages of a few lines,
-each opening with its speaker's name, so a query naming a character finds their own lines and their play; each
-passage comes back as "In <title>, <passage>", the title after a space as the assistant's reply writes it.
+each opening with its speaker's name, so a query naming a character finds their own lines and their play, ahead
+of lines that only mention the name; a passage must hold every name (capitalized word) of the query, so a name
+the plays hold only half of ("Tom Sawyer": the plays have a Tom) finds nothing rather than the other half's
+play. Each passage comes back as "In <title>, <passage>", the title after a space as the assistant's reply
+writes it.
 """
 
 import ast
@@ -310,25 +313,31 @@ SPEAKER_LINE = re.compile(r"^([A-Z][A-Za-z '.&-]{0,40}):$")  # "ROMEO:", "First 
 def search(query: str) -> str:
     """Search Shakespeare's plays and return a few short passages, each with the title of its play.
 
-    Naming a character finds that character's own lines, e.g. "Lady Macbeth" or "Which play is Romeo in?".
+    Naming a character finds that character's own lines, e.g. "Lady Macbeth" or "Which play is Romeo in?"; a
+    passage has every name of the query or is not returned, so "Peter Pan" finds nothing.
 
     Args:
         query: Words to look for, such as a character's name or a phrase from a play.
     """
     try:
-        words = query_words(query)
-        retriever, passages = search_index()
+        words, names = query_words(query), name_words(query)
+        retriever, passages, speakers = search_index()
         scores = retriever.get_scores(words)
-        best = [int(i) for i in np.argsort(-scores, kind="stable")[:SEARCH_RESULTS] if scores[i] > 0]
+        found = scores > 0
+        for name in names:  # a passage holds every name of the query: "Peter Pan" is not Peter's lines
+            found &= retriever.get_scores([name]) > 0
+        # the lines a named character speaks first, then the rest by their BM25 score
+        best = sorted(np.flatnonzero(found), key=lambda i: (not set(names) <= speakers[i], -scores[i], i))
         if not best:
             return f"no passage of the plays has the words {', '.join(dict.fromkeys(words))}"
-        return "\n".join(show_passage(*passages[i]) for i in best)
+        return "\n".join(show_passage(*passages[i]) for i in best[:SEARCH_RESULTS])
     except Rejected as reason:
         return f"error: {reason}"
 
 
 def query_words(query: str) -> list[str]:
-    """The words of the query that can tell plays apart, after checking the query."""
+    """The words of the query that can tell plays apart, after checking the query; its names count twice, so in
+    "Do you know which play Rosalind is in?" the name outweighs the rest."""
     if not isinstance(query, str):
         raise Rejected(f"the query must be a string, got {type(query).__name__}")
     if len(query) > MAX_QUERY_CHARS:
@@ -338,18 +347,13 @@ def query_words(query: str) -> list[str]:
     words = passage_words([query], STOPWORDS)[0]
     if not words:
         raise Rejected("the query has only common words; name a character or quote a line")
-    return words + passage_words([" ".join(capitalized_words(query))], STOPWORDS)[0]
+    return words + name_words(query)
 
 
-def capitalized_words(query: str) -> list[str]:
-    """The words of `query` that start with a capital letter and do not start a sentence: the names in it.
-
-    `query_words` counts them twice, so in "Do you know which play Rosalind is in?" the name outweighs the rest.
-    """
-    names = []
-    for sentence in re.split(r"[.!?:;]", query):
-        names += [word for word in re.findall(r"\w[\w'-]*", sentence)[1:] if word[0].isupper()]
-    return names
+def name_words(query: str) -> list[str]:
+    """The names in `query`: its words that start with a capital letter, less the stopwords (which drop a question's
+    own first word, "Which" or "Tell"), lower-cased as the index has them."""
+    return passage_words([" ".join(re.findall(r"\b[A-Z][\w'-]*", query))], STOPWORDS)[0]
 
 
 def passage_words(texts: list[str], stopwords: list[str]) -> list[list[str]]:
@@ -363,8 +367,9 @@ def show_passage(title: str, text: str) -> str:
 
 
 @functools.cache
-def search_index() -> tuple[bm25s.BM25, list[tuple[str, str]]]:
-    """The BM25 index over every passage of the train plays, and the (title, text) of each passage.
+def search_index() -> tuple[bm25s.BM25, list[tuple[str, str]], list[set[str]]]:
+    """The BM25 index over every passage of the train plays, the (title, text) of each passage and the words of
+    its speaker's name (none for a stage direction).
 
     Built on first use (a few seconds) and kept for the life of the process.
     """
@@ -373,7 +378,9 @@ def search_index() -> tuple[bm25s.BM25, list[tuple[str, str]]]:
     ]
     retriever = bm25s.BM25()
     retriever.index(passage_words([text for _, text in passages], STOPWORDS), show_progress=False)
-    return retriever, passages
+    labels = [text.split(":")[0] if not text.startswith("[") else "" for _, text in passages]
+    speakers = [set(words) for words in passage_words(labels, STOPWORDS)]
+    return retriever, passages, speakers
 
 
 def play_passages(title: str, text: str) -> list[tuple[str, str]]:
