@@ -1,3 +1,4 @@
+import json
 import math
 import shutil
 
@@ -8,7 +9,7 @@ from transformers.trainer_utils import EvalPrediction
 
 from deepdive import evaluation
 from deepdive.evaluation import bits_per_byte, bits_per_byte_metric, sum_token_nll, window_starts
-from deepdive.generation import Completion
+from deepdive.generation import Completion, Exchange
 from deepdive.tasks import get_task
 
 
@@ -86,6 +87,28 @@ def test_task_accuracy_and_stop_rate_count_each_reply_against_its_own_answer(mon
     monkeypatch.setattr(evaluation, "generate", canned_replies)
     metrics = evaluation.evaluate_tasks(None, None, ["arithmetic", "spelling"], 4)
     assert metrics == {"arithmetic_accuracy": 0.75, "spelling_accuracy": 0.25, "stop_rate": 0.5, "test_prompts": 8}
+
+
+def test_with_tools_a_first_call_counts_as_asked_only_when_it_is_the_tasks_own(monkeypatch):
+    """Canned exchanges: of 4 counting questions, the first 2 call the task's own code, the third miscopies the word
+    and the fourth calls nothing; identity questions, which no tool answers, do not count."""
+    examples = {name: get_task(name).examples("test", 4, seed=0) for name in ("identity", "spelling")}
+
+    def canned_exchanges(model, tokenizer, prompts, decoding, batch_size=32, progress=False):
+        name = next(name for name, found in examples.items() if [row["prompt"] for row in found] == list(prompts))
+        exchanges = []
+        for index, example in enumerate(examples[name]):
+            call = json.loads(example["tool_call"]) if example["tool_call"] else None
+            if call and index == 2:
+                call["arguments"] = {"code": call["arguments"]["code"].replace("'", "'x", 1)}
+            turns = [{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": call}]}]
+            exchanges.append(Exchange(Completion("Answer: 1", True), turns if call and index < 3 else []))
+        return exchanges
+
+    monkeypatch.setattr(evaluation, "generate_with_tools", canned_exchanges)
+    metrics = evaluation.evaluate_tasks(None, None, ["identity", "spelling"], 4, tools=True)
+    assert metrics["tool_calls_as_asked"] == 0.5
+    assert metrics["tool_calls_per_question"] == 3 / 8
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])

@@ -132,7 +132,7 @@ def test_sft_with_tools_rows_sit_after_grpo_each_family_without_then_with_tools(
     for seed, run_dir in enumerate(seed_runs[:2], start=1):
         record = {"stage": "sft", "spelling_accuracy": 0.45, "spelling_accuracy_with_tools": 0.9 + seed / 100}
         record |= {"stop_rate": 1.0, "stop_rate_with_tools": 0.995, "tool_calls_per_question": 0.75}
-        record |= {"tool_failure_rate": 0.0, "train_loss": 0.3, "wall_seconds": 300.0}
+        record |= {"tool_failure_rate": 0.0, "tool_calls_as_asked": 0.8, "train_loss": 0.3, "wall_seconds": 300.0}
         write_run(run_dir, seed, {"sft-tools": {"metrics": record}})
     output = tmp_path / "results" / "tiny-seeds"
     main(["seeds", "--runs", *map(str, seed_runs), "--output", str(output), "--generated_by", "make seeds"])
@@ -145,6 +145,7 @@ def test_sft_with_tools_rows_sit_after_grpo_each_family_without_then_with_tools(
         "| SFT with tools spelling accuracy", "| SFT with tools spelling accuracy, with tools",
         "| SFT with tools replies that stop", "| SFT with tools replies that stop, with tools",
         "| SFT with tools: tool calls per question", "| SFT with tools: tool calls that failed",
+        "| SFT with tools: questions whose first call is the task's own",
     ]  # fmt: skip
     assert "| wall-clock, SFT with tools | 5 min 0 s |" in page
     assert seeds_table(seed_runs)["runs"]["1"]["all.wall_seconds"] == 365.0 + 282.0 + 290.0  # `make all`'s three

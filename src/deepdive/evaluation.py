@@ -18,6 +18,7 @@ learnt the Shakespeare questions, by where its knowledge ends (`evaluate_knowled
 """
 
 import functools
+import json
 import math
 import random
 import time
@@ -153,9 +154,11 @@ def evaluate_tasks(
     replies that end with `<|im_end|>`.
 
     With `tools` the same questions are asked with the tools offered and run (`generate_with_tools`): each key
-    ends in `_with_tools`, and the tool calls per question and the share of calls that failed are added.
+    ends in `_with_tools`, and the tool calls per question, the share of calls that failed and, of the questions a
+    tool answers, the share whose first call is the task's own (`tool_calls_as_asked`: the word or the name copied
+    right) are added.
     """
-    replies, answers, tasks, stopped, exchanges = [], [], [], [], []
+    replies, answers, tasks, stopped, exchanges, own_calls = [], [], [], [], [], []
     for name in task_names:
         examples = get_task(name).examples("test", n_per_task, seed=0)
         prompts = [example["prompt"] for example in examples]
@@ -167,6 +170,7 @@ def evaluate_tasks(
         stopped += [completion.stopped for completion in answered]
         answers += [example["answer"] for example in examples]
         tasks += [name] * len(examples)
+        own_calls += [example["tool_call"] for example in examples]
     metrics = load_metric("task_accuracy").compute(predictions=replies, references=answers, tasks=tasks)
     del metrics["accuracy"]  # the families differ in kind; each one's accuracy is reported on its own
     metrics["stop_rate"] = sum(stopped) / len(stopped)
@@ -176,7 +180,16 @@ def evaluate_tasks(
     calls = sum(exchange.calls for exchange in exchanges)
     metrics["tool_calls_per_question"] = calls / len(exchanges)
     metrics["tool_failure_rate"] = sum(exchange.failures for exchange in exchanges) / calls if calls else 0.0
+    asked = [(exchange, json.loads(call)) for exchange, call in zip(exchanges, own_calls, strict=True) if call]
+    if asked:
+        metrics["tool_calls_as_asked"] = sum(first_call(exchange) == call for exchange, call in asked) / len(asked)
     return {f"{key}_with_tools" if not key.startswith("tool_") else key: value for key, value in metrics.items()}
+
+
+def first_call(exchange: Exchange) -> dict | None:
+    """The first tool call of an exchange as {"name", "arguments"}, or None when it called no tool."""
+    calls = [call for turn in exchange.turns if turn["role"] == "assistant" for call in turn.get("tool_calls") or []]
+    return {"name": calls[0]["function"]["name"], "arguments": calls[0]["function"]["arguments"]} if calls else None
 
 
 KNOWLEDGE_GROUPS = ("real", "seen", "unseen", "made_up")

@@ -77,6 +77,7 @@ ROWS = [
     ("replies that stop", "stop_rate", _share),
     ("tool calls per question", "tool_calls_per_question", lambda value: f"{value:.2f}"),
     ("tool calls that failed", "tool_failure_rate", _share),
+    ("questions a tool answers: first call the task's own", "tool_calls_as_asked", _share),
 ]
 
 

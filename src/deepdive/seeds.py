@@ -50,7 +50,7 @@ RLHF_FIGURES = {  # (stage, figure): its row's words
     ("dpo", "after_verse_sampled_score"): "DPO: the labeler's score, sampled lines",
     ("dpo", "verse_sampled_gain"): "DPO: gain in the labeler's score, sampled lines",
 }
-TOOL_FIGURES = ("tool_calls_per_question", "tool_failure_rate")
+TOOL_FIGURES = ("tool_calls_per_question", "tool_failure_rate", "tool_calls_as_asked")
 KNOWLEDGE_FIGURES = {  # of the knowledge evaluation, the figures the table shows
     "knowledge_real_correct": "real characters answered right",
     "knowledge_real_hallucinated": "real characters hallucinated",
@@ -178,6 +178,8 @@ def label(key: str) -> str:
         return f"{STAGE_NAMES[stage]}: tool calls per question"
     if figure == "tool_failure_rate":
         return f"{STAGE_NAMES[stage]}: tool calls that failed"
+    if figure == "tool_calls_as_asked":
+        return f"{STAGE_NAMES[stage]}: questions whose first call is the task's own"
     if figure in KNOWLEDGE_FIGURES:
         return f"{STAGE_NAMES[stage]}: {KNOWLEDGE_FIGURES[figure]}"
     if (stage, figure) in RLHF_FIGURES:
