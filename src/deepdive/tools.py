@@ -322,7 +322,7 @@ def search(query: str) -> str:
     try:
         words, names = query_words(query), name_words(query)
         retriever, passages, speakers = search_index()
-        scores = retriever.get_scores(words)
+        scores = retriever.get_scores(words + names)  # the names count twice: they outweigh the rest of a question
         found = scores > 0
         for name in names:  # a passage holds every name of the query: "Peter Pan" is not Peter's lines
             found &= retriever.get_scores([name]) > 0
@@ -336,8 +336,7 @@ def search(query: str) -> str:
 
 
 def query_words(query: str) -> list[str]:
-    """The words of the query that can tell plays apart, after checking the query; its names count twice, so in
-    "Do you know which play Rosalind is in?" the name outweighs the rest."""
+    """The words of the query that can tell plays apart, after checking the query."""
     if not isinstance(query, str):
         raise Rejected(f"the query must be a string, got {type(query).__name__}")
     if len(query) > MAX_QUERY_CHARS:
@@ -347,7 +346,7 @@ def query_words(query: str) -> list[str]:
     words = passage_words([query], STOPWORDS)[0]
     if not words:
         raise Rejected("the query has only common words; name a character or quote a line")
-    return words + name_words(query)
+    return words
 
 
 def name_words(query: str) -> list[str]:
