@@ -182,14 +182,8 @@ def evaluate_tasks(
     metrics["tool_failure_rate"] = sum(exchange.failures for exchange in exchanges) / calls if calls else 0.0
     asked = [(exchange, json.loads(call)) for exchange, call in zip(exchanges, own_calls, strict=True) if call]
     if asked:
-        metrics["tool_calls_as_asked"] = sum(first_call(exchange) == call for exchange, call in asked) / len(asked)
+        metrics["tool_calls_as_asked"] = sum(exchange.first_call == call for exchange, call in asked) / len(asked)
     return {f"{key}_with_tools" if not key.startswith("tool_") else key: value for key, value in metrics.items()}
-
-
-def first_call(exchange: Exchange) -> dict | None:
-    """The first tool call of an exchange as {"name", "arguments"}, or None when it called no tool."""
-    calls = [call for turn in exchange.turns if turn["role"] == "assistant" for call in turn.get("tool_calls") or []]
-    return {"name": calls[0]["function"]["name"], "arguments": calls[0]["function"]["arguments"]} if calls else None
 
 
 KNOWLEDGE_GROUPS = ("real", "seen", "unseen", "made_up")

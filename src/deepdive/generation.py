@@ -178,6 +178,14 @@ class Exchange:
         return sum(len(turn.get("tool_calls") or []) for turn in self.turns if turn["role"] == "assistant")
 
     @property
+    def first_call(self) -> dict | None:
+        """The first tool call as {"name", "arguments"}, or None when the reply called no tool."""
+        calls = [call for turn in self.turns if turn["role"] == "assistant" for call in turn.get("tool_calls") or []]
+        return (
+            {"name": calls[0]["function"]["name"], "arguments": calls[0]["function"]["arguments"]} if calls else None
+        )
+
+    @property
     def failures(self) -> int:
         return sum(failed(turn["content"]) for turn in self.turns if turn["role"] == "tool")
 
