@@ -139,6 +139,7 @@ def test_sft_with_tools_rows_sit_after_grpo_each_family_without_then_with_tools(
     page = output.with_suffix(".md").read_text()
     assert "| SFT with tools spelling accuracy, with tools | 91.0% | 92.0% | — | 91.5% | 91.0% – 92.0% |" in page
     assert "| SFT with tools: tool calls per question | 0.75 | 0.75 | — | 0.75 | 0.75 – 0.75 |" in page
+    assert "| SFT with tools: questions whose first call is the task's own | 80.0% | 80.0% | — | 80.0% |" in page
     rows = [line.split(" | ")[0] for line in page.splitlines() if line.startswith("| ") and "---" not in line]
     after_grpo = rows[rows.index("| GRPO countdown gain") + 1 : rows.index("| wall-clock, pretraining")]
     assert after_grpo == [
