@@ -215,7 +215,9 @@ def show(key: str, value: float | None) -> str:
         return f"{value:+.3f}"
     if key.endswith("tool_calls_per_question"):
         return f"{value:.2f}"
-    if re.search(r"(_accuracy|stop_rate|_failure_rate|_as_asked|_correct|_hallucinated|_declined|_share)(_with_tools)?$", key):
+    if re.search(
+        r"(_accuracy|stop_rate|_failure_rate|_as_asked|_correct|_hallucinated|_declined|_share)(_with_tools)?$", key
+    ):
         return f"{value:.1%}"
     return f"{value:.3f}"
 
