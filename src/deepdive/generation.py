@@ -180,10 +180,9 @@ class Exchange:
     @property
     def first_call(self) -> dict | None:
         """The first tool call as {"name", "arguments"}, or None when the reply called no tool."""
-        calls = [call for turn in self.turns if turn["role"] == "assistant" for call in turn.get("tool_calls") or []]
-        return (
-            {"name": calls[0]["function"]["name"], "arguments": calls[0]["function"]["arguments"]} if calls else None
-        )
+        turns = (turn for turn in self.turns if turn["role"] == "assistant")
+        call = next((call["function"] for turn in turns for call in turn.get("tool_calls") or []), None)
+        return {"name": call["name"], "arguments": call["arguments"]} if call else None
 
     @property
     def failures(self) -> int:

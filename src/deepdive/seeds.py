@@ -50,7 +50,11 @@ RLHF_FIGURES = {  # (stage, figure): its row's words
     ("dpo", "after_verse_sampled_score"): "DPO: the labeler's score, sampled lines",
     ("dpo", "verse_sampled_gain"): "DPO: gain in the labeler's score, sampled lines",
 }
-TOOL_FIGURES = ("tool_calls_per_question", "tool_failure_rate", "tool_calls_as_asked")
+TOOL_FIGURES = {  # of the evaluation with tools, the figures the table shows
+    "tool_calls_per_question": "tool calls per question",
+    "tool_failure_rate": "tool calls that failed",
+    "tool_calls_as_asked": "questions whose first call is the task's own",
+}
 KNOWLEDGE_FIGURES = {  # of the knowledge evaluation, the figures the table shows
     "knowledge_real_correct": "real characters answered right",
     "knowledge_real_hallucinated": "real characters hallucinated",
@@ -151,7 +155,7 @@ def _row_rank(key: str) -> tuple:
     if stage in CHAT_STAGES:
         block = {"sft": 1, "sft-honest": 2, "sft-tools": 4}[stage]  # GRPO's rows are block 3
         if figure in TOOL_FIGURES:
-            return (block, 3, TOOL_FIGURES.index(figure))
+            return (block, 3, list(TOOL_FIGURES).index(figure))
         if figure in KNOWLEDGE_FIGURES:
             return (block, 1, list(KNOWLEDGE_FIGURES).index(figure))
         with_tools = figure.endswith("_with_tools")
@@ -174,14 +178,8 @@ def label(key: str) -> str:
         return f"time in `deepdive eval`, {stage}"
     if figure == "val_bits_per_byte":
         return "val bits per byte"
-    if figure == "tool_calls_per_question":
-        return f"{STAGE_NAMES[stage]}: tool calls per question"
-    if figure == "tool_failure_rate":
-        return f"{STAGE_NAMES[stage]}: tool calls that failed"
-    if figure == "tool_calls_as_asked":
-        return f"{STAGE_NAMES[stage]}: questions whose first call is the task's own"
-    if figure in KNOWLEDGE_FIGURES:
-        return f"{STAGE_NAMES[stage]}: {KNOWLEDGE_FIGURES[figure]}"
+    if figure in TOOL_FIGURES or figure in KNOWLEDGE_FIGURES:
+        return f"{STAGE_NAMES[stage]}: {TOOL_FIGURES.get(figure) or KNOWLEDGE_FIGURES[figure]}"
     if (stage, figure) in RLHF_FIGURES:
         return RLHF_FIGURES[stage, figure]
     if figure == "known_share":
