@@ -1,3 +1,4 @@
+import collections
 import functools
 import re
 
@@ -362,6 +363,18 @@ def test_repeat_asks_for_the_text_after_a_space_in_quotes_and_first():
             )
         assert places == {"quoted", "first", "after a space"}
     assert {len(example["answer"].split(" ")) > 1 for example in generated("repeat")[0]} == {True, False}
+
+
+def test_repeat_asks_most_often_for_text_between_words_with_many_different_words_after_it():
+    """A tool call copies a name from mid-question ("Name the play Cassius belongs to."): the drill practises
+    starting and stopping a copy between words, with many different words after the text."""
+    for examples in generated("repeat"):
+        next_words = collections.Counter()
+        for example in examples:
+            before, _, after = question(example).partition(f" {example['answer']} ")
+            if before and re.match(r"[a-z]", after):
+                next_words[after.split()[0]] += 1
+        assert sum(next_words.values()) > len(examples) / 2 and len(next_words) >= 8, next_words
 
 
 def test_repeat_checker_wants_the_text_exactly():

@@ -48,6 +48,16 @@ PHRASINGS = [
     "{text}: repeat that.",
     "{text} -- say it back.",
 ]
+# A tool call copies a name from the middle of a question ("In what play do we meet Roderigo?", "Name the play
+# Cassius belongs to."), where the words around it differ from question to question; the model copied the
+# first piece wrong after words it had not practised ("Eoderigo") and ran on into the next word ("Cassius
+# Brongs"). So most questions put the text between an opening and a closing, in every pairing of the two.
+OPENINGS = ["Please say", "Now repeat", "Could you write", "I'd like you to say", "Kindly type", "Try to repeat",
+            "Go ahead and write", "Let me hear you say", "Please copy", "Type out"]  # fmt: skip
+CLOSINGS = ["back to me.", "for me, please.", "and nothing else.", "exactly as written.", "one more time.",
+            "word for word.", "again, please.", "without changing a letter.", "so I can check it.", "out loud.",
+            "right now.", "if you would."]  # fmt: skip
+PHRASINGS += [f"{opening} {{text}} {closing}" for opening in OPENINGS for closing in CLOSINGS]
 TEXT = r"[A-Za-z]+(?: [A-Za-z]+)*"
 TEXT_IN_PHRASING = [phrasing_pattern(phrasing, text=TEXT) for phrasing in PHRASINGS]
 ITEMS_PER_TEXT = {1: 0.6, 2: 0.25, 3: 0.15}  # how many words or names one question asks to repeat
