@@ -1,11 +1,14 @@
 """Shared fixtures: one micro pretraining run for the whole session (a few seconds on 2 cores); helpers that run
 the recipes and check that training really changed what it should."""
 
+import contextlib
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,14 +35,7 @@ STAGES = {
 
 def run_recipe(script: str, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `recipes/<script>` in a subprocess the way a user does, return the finished process."""
-    result = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / script), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
+    result = run_to_end([sys.executable, str(REPO / "recipes" / script), *args], env, script)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -49,17 +45,56 @@ def launch(accelerate_config: str, script: str, *args: str, env: dict | None = N
     """Run `recipes/<script>` through `accelerate launch` with `accelerate_configs/<accelerate_config>.yaml`."""
     accelerate = Path(sys.executable).parent / "accelerate"
     config = REPO / "accelerate_configs" / f"{accelerate_config}.yaml"
-    result = subprocess.run(
-        [str(accelerate), "launch", "--config_file", str(config), str(REPO / "recipes" / script), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
+    result = run_to_end(
+        [str(accelerate), "launch", "--config_file", str(config), str(REPO / "recipes" / script), *args], env, script
     )
     if result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+def run_to_end(command: list[str], env: dict | None, name: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `command` from the repository root and wait for it. One still running after `timeout` seconds fails
+    the test with the Python stacks of all its processes (faulthandler prints them on SIGABRT), so a hung
+    multi-process run shows where each process waits."""
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the signal reaches the workers `accelerate launch` starts
+        env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # the launcher first, so that it does not stop its workers before they show where they are; one at a time
+        for pid in sorted(process_group(process.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
+            time.sleep(1)  # so that the stacks of two processes do not interleave
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        raise AssertionError(
+            f"{name} still ran after {timeout:.0f} s; its output, then where each process was:\n"
+            f"{stdout[-3000:]}\n{stderr[-12000:]}"
+        ) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def process_group(group: int) -> list[int]:
+    """The ids of the processes still alive in process group `group` (Linux: read from /proc)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(int(entry.name)) == group:
+                members.append(int(entry.name))
+    return members
 
 
 def run_micro(stage: str, model_dir, output_dir, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
