@@ -35,28 +35,24 @@ STAGES = {
 
 def run_recipe(script: str, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `recipes/<script>` in a subprocess the way a user does, return the finished process."""
-    result = run_to_end([sys.executable, str(REPO / "recipes" / script), *args], env, script)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
+    return run_to_end([sys.executable, str(REPO / "recipes" / script), *args], env, script, check)
 
 
 def launch(accelerate_config: str, script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `recipes/<script>` through `accelerate launch` with `accelerate_configs/<accelerate_config>.yaml`."""
     accelerate = Path(sys.executable).parent / "accelerate"
     config = REPO / "accelerate_configs" / f"{accelerate_config}.yaml"
-    result = run_to_end(
+    return run_to_end(
         [str(accelerate), "launch", "--config_file", str(config), str(REPO / "recipes" / script), *args], env, script
     )
-    if result.returncode != 0:
-        raise AssertionError(f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
-def run_to_end(command: list[str], env: dict | None, name: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `command` from the repository root and wait for it. One still running after `timeout` seconds fails
-    the test with the Python stacks of all its processes (faulthandler prints them on SIGABRT), so a hung
-    multi-process run shows where each process waits."""
+def run_to_end(
+    command: list[str], env: dict | None, name: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run `command` from the repository root and wait for it; with `check`, one that fails fails the test with
+    its output. One still running after `timeout` seconds fails the test with the Python stacks of all its
+    processes (faulthandler prints them on SIGABRT), so a hung multi-process run shows where each process waits."""
     process = subprocess.Popen(
         command,
         cwd=REPO,
@@ -84,6 +80,8 @@ def run_to_end(command: list[str], env: dict | None, name: str, timeout: float =
             f"{name} still ran after {timeout:.0f} s; its output, then where each process was:\n"
             f"{stdout[-3000:]}\n{stderr[-12000:]}"
         ) from None
+    if check and process.returncode != 0:
+        raise AssertionError(f"{name} failed:\n{stdout[-3000:]}\n{stderr[-3000:]}")
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
