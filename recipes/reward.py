@@ -6,9 +6,10 @@
 A chat model (`runs/<recipe>/sft-verse`) with a new one-output head in place of its language-model head
 (`AutoModelForSequenceClassification`) + the train pairs of `deepdive prefs` (chosen / rejected lines of verse)
 -> `RewardTrainer` (the chosen line's score pushed above the rejected one's) -> pairwise accuracy on the held-out
-prompts' pairs, before and after -> a Hugging Face folder (`runs/<recipe>/reward`) that recipes/grpo.py loads as
-`reward_model`. It is a lossy simulation of the person: RL against it works for a while, then finds its blind
-spots (recipes/tiny/rlhf.yaml). With `use_peft`, a LoRA adapter and the head.
+prompts' pairs, before and after, and after on the pairs each part of the labeler's rule tells apart -> a Hugging
+Face folder (`runs/<recipe>/reward`) that recipes/grpo.py loads as `reward_model`. It is a lossy simulation of the
+person: RL against it works for a while, then finds its blind spots (recipes/tiny/rlhf.yaml). With `use_peft`, a
+LoRA adapter and the head.
 """
 
 import logging
@@ -17,8 +18,9 @@ import time
 from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments
 
 from deepdive.configs import PreferenceArguments, run_from_command_line
+from deepdive.labeler import RULES
 from deepdive.modeling import load_recipe_model
-from deepdive.preferences import read_pairs
+from deepdive.preferences import pair_rules, read_pairs
 from deepdive.runs import check_lora_targets, finish_run, save_model, start_run
 from deepdive.trainer import RecipeTrainerMixin, chat_trainer_arguments
 
@@ -53,8 +55,21 @@ def main(
 
     held_out = trainer.evaluate()
     metrics.update(reward_accuracy=held_out["eval_accuracy"], reward_margin=held_out["eval_margin"])
+    metrics.update(accuracy_by_rule(trainer, test_dataset, pair_rules(args.prefs_dir, "test")))
     finish_run(trainer, run, metrics)
     logger.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    return metrics
+
+
+def accuracy_by_rule(trainer, test_dataset, rules: list[str]) -> dict:
+    """The held-out accuracy on the pairs that each part of the labeler's rule tells apart (`rules`, one per pair),
+    and how many pairs that is: what of the person the reward model has learnt, and what RL may find it missed."""
+    metrics = {}
+    for rule in RULES:
+        told_apart = [index for index, found in enumerate(rules) if found == rule]
+        if told_apart:
+            metrics[f"reward_accuracy_{rule}"] = trainer.evaluate(test_dataset.select(told_apart))["eval_accuracy"]
+            metrics[f"test_pairs_{rule}"] = len(told_apart)
     return metrics
 
 

@@ -18,7 +18,7 @@ from transformers import AutoModelForSequenceClassification
 from deepdive import evaluation, preferences
 from deepdive.errors import DataError, RecipeError
 from deepdive.generation import Completion
-from deepdive.labeler import VerseLabeler, meter_of, syllable_count, words_of
+from deepdive.labeler import RULES, VerseLabeler, meter_of, syllable_count, words_of
 from deepdive.modeling import load_model_and_tokenizer
 from deepdive.report import write_report
 from deepdive.rewards import get_reward_funcs
@@ -47,6 +47,23 @@ def test_the_labeler_prefers_what_a_person_would(better, worse):
     judge = VerseLabeler()
     assert judge.score(better, "moon").total > judge.score(worse, "moon").total
     assert judge.rank([worse, better], "moon") == [1, 0]
+
+
+@pytest.mark.parametrize(
+    "better, worse, rule",
+    [
+        ("The silver moon doth climb the quiet sky", "moon moon moon moon moon moon moon moon moon moon", "form"),
+        ("The silver moon doth climb the quiet sky", "", "form"),
+        ("The silver moon doth climb the quiet sky", "The silver sun doth climb the quiet sky", "topic"),
+        ("The pale moon rises over silent hills", "Xqzt blorf the moon gralk vrenn tosk", "real_words"),
+        ("The silver moon doth climb the quiet sky", "The moon is big and it is in the sky at night", "length"),
+        ("The silver moon doth climb the quiet sky", "Happy moon, silver, golden, bitter, lonely", "stress"),
+    ],
+)
+def test_each_pair_is_told_apart_by_the_plainest_part_of_the_rule_that_differs(better, worse, rule):
+    judge = VerseLabeler()
+    assert judge.score(better, "moon").total > judge.score(worse, "moon").total
+    assert judge.deciding_rule(better, worse, "moon") == rule
 
 
 def test_pentameter_scans_and_prose_does_not():
@@ -205,6 +222,28 @@ def test_missing_or_broken_pairs_are_one_line_errors(tmp_path):
         preferences.read_pairs(tmp_path, "train")
 
 
+def test_the_pairs_rules_follow_the_pairs_in_order_and_pairs_without_a_topic_have_none(tmp_path):
+    lines = {
+        "form": "",
+        "topic": "The silver sun doth climb the quiet sky",
+        "stress": "Happy moon, silver, golden, bitter, lonely",
+    }
+    records = [
+        {"prompt": [], "chosen": [{"role": "assistant", "content": "The silver moon doth climb the quiet sky"}],
+         "rejected": [{"role": "assistant", "content": line}], "split": "test", "topic": "moon"}
+        for line in lines.values()
+    ]  # fmt: skip
+    train = dict(records[0], split="train", rejected=[{"role": "assistant", "content": "The moon"}])
+    (tmp_path / preferences.PAIRS_FILE).write_text(
+        "".join(json.dumps(r) + "\n" for r in [records[0], train, *records[1:]])
+    )
+    assert preferences.pair_rules(tmp_path, "test") == list(lines)
+    assert preferences.pair_rules(tmp_path, "train") == ["length"]
+    del records[1]["topic"]
+    (tmp_path / preferences.PAIRS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert preferences.pair_rules(tmp_path, "test") == []
+
+
 def test_ranking_a_base_models_lines_is_a_one_line_error(micro_base, tmp_path):
     command = [sys.executable, "-m", "deepdive.cli", "prefs", "--model", str(micro_base), "--output", str(tmp_path)]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -232,6 +271,7 @@ def clear_pairs(tmp_path_factory):
                     "chosen": [{"role": "assistant", "content": example["messages"][-1]["content"]}],
                     "rejected": [{"role": "assistant", "content": "zq zq zq vrk zq"}],
                     "split": split,
+                    "topic": example["answer"],
                 }
             )
     (folder / preferences.PAIRS_FILE).write_text("".join(json.dumps(record) + "\n" for record in records))
@@ -262,6 +302,11 @@ def test_the_reward_model_learns_the_rankings_and_ranks_held_out_pairs(micro_sft
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["stage"] == "reward" and metrics["test_pairs"] == 16 and metrics["train_pairs"] == 48
     assert metrics["reward_accuracy"] == 1.0 and metrics["reward_margin"] > 0
+    # gibberish against a real line about the topic: every held-out pair is told apart by form (the gibberish
+    # repeats itself), and the accuracy on them is the accuracy
+    assert {key: value for key, value in metrics.items() if key.endswith(tuple(RULES))} == {
+        "reward_accuracy_form": 1.0, "test_pairs_form": 16,
+    }  # fmt: skip
     chat, trained = load_file(micro_sft / "model.safetensors"), load_file(output_dir / "model.safetensors")
     assert "score.weight" in trained and "lm_head.weight" not in trained  # a scalar head in place of the LM head
     hidden = [name for name in chat if ".layers." in name and chat[name].ndim == 2]

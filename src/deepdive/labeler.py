@@ -31,6 +31,13 @@ from deepdive.errors import DataError
 WEIGHTS = {"meter": 0.7, "real_words": 0.3}
 OFF_TOPIC = 0.4
 DISTINCT_ENOUGH = 0.75
+RULES = {  # the parts of the rule, as `deciding_rule` names them, in words
+    "form": "form (empty, several lines, a copy, repetition)",
+    "topic": "the topic",
+    "real_words": "real words",
+    "length": "length (syllables)",
+    "stress": "stress (the beat)",
+}
 PENTAMETER = 10
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 VOWEL_GROUPS = re.compile(r"[aeiouy]+")
@@ -107,8 +114,12 @@ def meter_of(words: list[str]) -> tuple[float, int]:
                 best = (missed, counted, len(pattern))
         misses, constrained, position = misses + best[0], constrained + best[1], position + best[2]
     stress_fit = 1 - misses / constrained if constrained else 0.5
-    length_fit = 1.0 if position in (PENTAMETER, PENTAMETER + 1) else max(0.0, 1 - abs(position - PENTAMETER) / 5)
-    return stress_fit * length_fit, position
+    return stress_fit * length_fit(position), position
+
+
+def length_fit(syllables: int) -> float:
+    """How near `syllables` are to pentameter's 10 (11 with a feminine ending) in [0, 1]: 0.2 less a syllable off."""
+    return 1.0 if syllables in (PENTAMETER, PENTAMETER + 1) else max(0.0, 1 - abs(syllables - PENTAMETER) / 5)
 
 
 def normalize(line: str) -> str:
@@ -155,6 +166,22 @@ class VerseLabeler:
         factor = (1.0 if on_topic else OFF_TOPIC) * min(1.0, distinct / DISTINCT_ENOUGH)
         total = 0.0 if copied else factor * quality
         return Score(round(total, 6), meter, syllables, on_topic, real_words, distinct, copied)
+
+    def deciding_rule(self, better: str, worse: str, topic: str) -> str:
+        """Which part of the rule tells two replies apart (one of `RULES`), the plainest first: `form` (either is
+        empty, more than one line, a copy or repetitive), `topic` (one names it), `real_words` (shares more than
+        0.1 apart), `length` (syllable counts not equally near pentameter), else `stress` (the beat of the words:
+        the part a listener needs the words' pronunciations for)."""
+        scores = (self.score(better, topic), self.score(worse, topic))
+        if any(score.syllables == 0 or score.copied or score.distinct_words < DISTINCT_ENOUGH for score in scores):
+            return "form"
+        if scores[0].on_topic != scores[1].on_topic:
+            return "topic"
+        if abs(scores[0].real_words - scores[1].real_words) > 0.1:
+            return "real_words"
+        if length_fit(scores[0].syllables) != length_fit(scores[1].syllables):
+            return "length"
+        return "stress"
 
     def rank(self, replies: list[str], topic: str) -> list[int]:
         """Indices of `replies`, the preferred first (ties keep their order)."""

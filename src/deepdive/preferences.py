@@ -31,6 +31,7 @@ from deepdive.tasks.verse import Verse, labeler
 
 
 PAIRS_FILE = "pairs.jsonl"
+FIELDS = ("prompt", "chosen", "rejected")  # TRL's preference format
 SPLITS = ("train", "test")
 
 
@@ -212,13 +213,33 @@ def _cell(text: str) -> str:
 def read_pairs(prefs_dir: str | Path, split: str) -> Dataset:
     """The `split` ("train" or "test") pairs `preferences_folder` wrote, as a Dataset of prompt / chosen / rejected
     (TRL's conversational preference format), with a one-line error naming `prefs_dir` when there are none."""
+    return Dataset.from_list([{field: record[field] for field in FIELDS} for record in pair_records(prefs_dir, split)])
+
+
+def pair_rules(prefs_dir: str | Path, split: str) -> list[str]:
+    """For each pair `read_pairs` gives, which part of the labeler's rule tells its lines apart
+    (`VerseLabeler.deciding_rule`); none when a pair has no topic (pairs not made by `deepdive prefs`)."""
+    records = pair_records(prefs_dir, split)
+    if not all(isinstance(record.get("topic"), str) for record in records):
+        return []
+    return [
+        labeler().deciding_rule(_reply(record["chosen"]), _reply(record["rejected"]), record["topic"])
+        for record in records
+    ]
+
+
+def _reply(side: list[dict] | str) -> str:
+    return side[-1]["content"] if isinstance(side, list) else side
+
+
+def pair_records(prefs_dir: str | Path, split: str) -> list[dict]:
+    """The `split` records of the pairs file in `prefs_dir`, checked, with a one-line error naming the folder."""
     if split not in SPLITS:
         raise DataError(f"prefs split: {split!r}; valid: {', '.join(SPLITS)}")
     path = Path(prefs_dir) / PAIRS_FILE
     if not path.is_file():
         raise DataError(f"prefs_dir: {prefs_dir} holds no {PAIRS_FILE}; run `deepdive prefs --output {prefs_dir}`")
-    fields = ("prompt", "chosen", "rejected")
-    rows = []
+    records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -226,10 +247,10 @@ def read_pairs(prefs_dir: str | Path, split: str) -> Dataset:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise DataError(f"prefs_dir: {path} line {number} is not JSON ({error.msg})") from None
-        if not isinstance(record, dict) or not set(fields) | {"split"} <= set(record):
-            raise DataError(f"prefs_dir: {path} line {number} lacks {', '.join(fields)} or split")
+        if not isinstance(record, dict) or not set(FIELDS) | {"split"} <= set(record):
+            raise DataError(f"prefs_dir: {path} line {number} lacks {', '.join(FIELDS)} or split")
         if record["split"] == split:
-            rows.append({field: record[field] for field in fields})
-    if not rows:
+            records.append(record)
+    if not records:
         raise DataError(f"prefs_dir: {path} has no {split} pairs; build more with `deepdive prefs --num_prompts`")
-    return Dataset.from_list(rows)
+    return records

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from deepdive.errors import DataError
 from deepdive.generation import Completion, Decoding, Exchange, generate, generate_with_tools
+from deepdive.labeler import RULES
 from deepdive.modeling import load_model_and_tokenizer
 from deepdive.records import hardware, read_record, trained_with_tools
 from deepdive.tasks import LESSONS, get_task
@@ -73,6 +74,10 @@ ROWS = [
     ("verse: lines the labeler would keep", "verse_good", _share),
     ("verse: lines copied from the plays", "verse_copied", _share),
     ("reward model: held-out pairs ranked right", "reward_accuracy", _share),
+    *[
+        (f"reward model: held-out pairs told apart by {words}, ranked right", f"reward_accuracy_{rule}", _share)
+        for rule, words in RULES.items()
+    ],
     ("DPO's implicit reward: held-out pairs ranked right", "preference_accuracy", _share),
     ("replies that stop", "stop_rate", _share),
     ("tool calls per question", "tool_calls_per_question", lambda value: f"{value:.2f}"),

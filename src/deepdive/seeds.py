@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from deepdive.errors import DataError
+from deepdive.labeler import RULES
 from deepdive.records import read_record
 from deepdive.tasks import LESSONS as TASK_ORDER  # rows in the lecture's order; other families after
 from deepdive.tasks.verse import Verse
@@ -41,6 +42,10 @@ RLHF_FIGURES = {  # (stage, figure): its row's words
     ("sft-verse", "verse_labeler_score"): "verse SFT: the labeler's score, greedy lines, held-out topics",
     ("rlhf", "before_verse_sampled_score"): "verse SFT: the labeler's score, sampled lines (RLHF's check before)",
     ("reward", "reward_accuracy"): "reward model: held-out pairs ranked right",
+    **{
+        ("reward", f"reward_accuracy_{rule}"): f"reward model: held-out pairs told apart by {words}, ranked right"
+        for rule, words in RULES.items()
+    },
     ("rlhf", "after_verse_labeler_score"): "RLHF: the labeler's score, greedy lines",
     ("rlhf", "verse_labeler_gain"): "RLHF: gain in the labeler's score, greedy lines",
     ("rlhf", "after_verse_sampled_score"): "RLHF: the labeler's score, sampled lines",
