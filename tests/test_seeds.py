@@ -301,3 +301,24 @@ def test_the_rlhf_rows_quote_each_seeds_labeler_scores_and_gains(tmp_path):
         "reward.reward_accuracy",
         "rlhf.after_verse_labeler_score",
     ]
+
+
+def test_the_reward_model_rows_give_each_part_of_the_rule_its_share_of_pairs_and_accuracy(tmp_path):
+    reward = {"stage": "reward", "reward_accuracy": 0.7, "test_pairs": 200}
+    reward |= {"test_pairs_length": 50, "reward_accuracy_length": 0.9, "test_pairs_stress": 150}
+    reward |= {"reward_accuracy_stress": 0.5}
+    write_run(tmp_path / "seed-1", 1, {"reward": {"metrics": reward}})
+    table = seeds_table([tmp_path / "seed-1"])
+    assert list(table["metrics"]) == [
+        "reward.reward_accuracy",
+        "reward.pairs_length_share",
+        "reward.reward_accuracy_length",
+        "reward.pairs_stress_share",
+        "reward.reward_accuracy_stress",
+    ]  # no rows for the parts that told no pair apart
+    assert table["runs"]["1"]["reward.pairs_length_share"] == pytest.approx(0.25)
+    assert table["runs"]["1"]["reward.pairs_stress_share"] == pytest.approx(0.75)
+    assert (
+        table["metrics"]["reward.reward_accuracy_stress"]
+        == "reward model: ranked right, told apart by stress (the beat)"
+    )

@@ -75,7 +75,7 @@ ROWS = [
     ("verse: lines copied from the plays", "verse_copied", _share),
     ("reward model: held-out pairs ranked right", "reward_accuracy", _share),
     *[
-        (f"reward model: held-out pairs told apart by {words}, ranked right", f"reward_accuracy_{rule}", _share)
+        (f"reward model: ranked right, told apart by {words}", f"reward_accuracy_{rule}", _share)
         for rule, words in RULES.items()
     ],
     ("DPO's implicit reward: held-out pairs ranked right", "preference_accuracy", _share),

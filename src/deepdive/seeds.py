@@ -38,14 +38,23 @@ STAGE_NAMES = {
     "rlhf": "RLHF",
     "dpo": "DPO",
 }
+
+
+def _rule_figures() -> dict[tuple[str, str], str]:
+    """Per part of the labeler's rule: the share of the held-out pairs it tells apart, the reward model's accuracy
+    on them."""
+    figures = {}
+    for rule, words in RULES.items():
+        figures["reward", f"pairs_{rule}_share"] = f"reward model: held-out pairs told apart by {words}"
+        figures["reward", f"reward_accuracy_{rule}"] = f"reward model: ranked right, told apart by {words}"
+    return figures
+
+
 RLHF_FIGURES = {  # (stage, figure): its row's words
     ("sft-verse", "verse_labeler_score"): "verse SFT: the labeler's score, greedy lines, held-out topics",
     ("rlhf", "before_verse_sampled_score"): "verse SFT: the labeler's score, sampled lines (RLHF's check before)",
     ("reward", "reward_accuracy"): "reward model: held-out pairs ranked right",
-    **{
-        ("reward", f"reward_accuracy_{rule}"): f"reward model: held-out pairs told apart by {words}, ranked right"
-        for rule, words in RULES.items()
-    },
+    **_rule_figures(),
     ("rlhf", "after_verse_labeler_score"): "RLHF: the labeler's score, greedy lines",
     ("rlhf", "verse_labeler_gain"): "RLHF: gain in the labeler's score, greedy lines",
     ("rlhf", "after_verse_sampled_score"): "RLHF: the labeler's score, sampled lines",
@@ -127,6 +136,10 @@ def run_figures(run_dir: Path) -> dict[str, float]:
             score = figure.removesuffix("_gain") + "_score"
             before, after = (records[stage].get(f"{when}_{score}") for when in ("before", "after"))
             value = after - before if _number(before) and _number(after) else None
+        if figure.startswith("pairs_"):  # of the held-out pairs, those one part of the labeler's rule tells apart
+            pairs = records[stage].get(f"test_{figure.removesuffix('_share')}")
+            total = records[stage].get("test_pairs")
+            value = pairs / total if _number(pairs) and _number(total) and total else None
         if _number(value):
             figures[f"{stage}.{figure}"] = value
     for stage in STAGES:
