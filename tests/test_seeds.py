@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from deepdive.cli import main
 from deepdive.errors import DataError
 from deepdive.records import read_record, write_metrics
-from deepdive.seeds import duration, seeds_table
+from deepdive.seeds import duration, seeds_table, show
 
 
 def write_run(run_dir, seed: int | None, records: dict[str, dict]) -> None:
@@ -322,3 +322,4 @@ def test_the_reward_model_rows_give_each_part_of_the_rule_its_share_of_pairs_and
         table["metrics"]["reward.reward_accuracy_stress"]
         == "reward model: ranked right, told apart by stress (the beat)"
     )
+    assert show("reward.reward_accuracy_stress", 0.5) == "50.0%" and show("reward.pairs_stress_share", 0.75) == "75.0%"

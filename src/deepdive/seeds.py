@@ -233,7 +233,7 @@ def show(key: str, value: float | None) -> str:
         return f"{value:.2f}"
     if re.search(
         r"(_accuracy|stop_rate|_failure_rate|_as_asked|_correct|_hallucinated|_declined|_share)(_with_tools)?$", key
-    ):
+    ) or re.search(r"\.reward_accuracy_\w+$", key):  # the reward model's accuracy on the pairs one rule tells apart
         return f"{value:.1%}"
     return f"{value:.3f}"
 
