@@ -100,8 +100,8 @@ rlhf: $(RUN_DIR)/rlhf/metrics.json $(RUN_DIR)/dpo/metrics.json
 # `make rlhf-long`: RLHF from the same verse SFT model and reward model for RLHF_LONG_STEPS steps with the KL
 # penalty RLHF_LONG_BETA (0: off, the policy free to drift past the point where it games the reward model), in
 # $(RUN_DIR)/long/rlhf; its report card (the two scores per step, plotted) becomes the record in
-# $(RESULTS)/rlhf/long/ that the README's RLHF section shows. With RLHF_LONG_BETA=0.05 (the recipe's own leash) the
-# run and its record are long-beta0.05.
+# $(RESULTS)/rlhf/long/ that the README's RLHF section shows. With RLHF_LONG_BETA=0.05 (a sixth of the tiny recipe's 0.3)
+# the run and its record are long-beta0.05.
 RLHF_LONG_STEPS ?= 300
 RLHF_LONG_BETA ?= 0
 RLHF_LONG = long$(if $(filter-out 0,$(RLHF_LONG_BETA)),-beta$(RLHF_LONG_BETA))
